@@ -1,1 +1,37 @@
+//! stompbridge: a daemon that bridges RabbitMQ queues to STOMP clients over
+//! WebSocket and SockJS.
+//!
+//! Data flows one way through the tree:
+//!
+//! ```text
+//! amqp (consume) → handler → envelope → router → session (outbox) → transport
+//! ```
+//!
+//! - [`amqp`] keeps the broker connection, declares the topology and consumes
+//!   each configured queue; a message is acknowledged once it is queued on every
+//!   subscribed session.
+//! - [`handler`] turns a delivery into the bodies and destinations to publish.
+//! - [`envelope`] renders the documented JSON bodies.
+//! - [`router`] maps destinations to sessions and renders each MESSAGE frame once.
+//! - [`session`] is the STOMP state machine, independent of the transport.
+//! - [`transport`] serves raw WebSocket and SockJS on the public listener.
+//! - [`admin`] serves health checks and metrics on the admin listener.
+//!
+//! STOMP features not supported: transactions (BEGIN, COMMIT, ABORT get an
+//! ERROR) and client SEND (an ERROR naming the destination).
+
+pub mod admin;
+pub mod amqp;
+pub mod bridge;
+pub mod config;
+pub mod disconnect;
+pub mod envelope;
+pub mod error_chain;
+pub mod handler;
+pub mod metrics;
+pub mod router;
+pub mod server;
+pub mod session;
+pub mod shutdown;
 pub mod stomp;
+pub mod transport;

@@ -31,7 +31,7 @@ pub struct Limits {
 
 /// Why a client frame could not be decoded. Every variant is a fatal protocol
 /// error: the session answers with an ERROR frame and closes.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
@@ -338,7 +338,8 @@ pub fn escape_header_text(text: &str, version: Version, out: &mut BytesMut) {
 
 /// Whether [`escape_header_text`] would change `text` for STOMP 1.1 or 1.2.
 pub fn needs_escape(text: &str) -> bool {
-    text.bytes().any(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))
+    text.bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))
 }
 
 /// Encodes `frame` for a session speaking `version`. Headers are written as

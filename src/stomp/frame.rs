@@ -67,7 +67,9 @@ impl Command {
 
     /// Parses a command line. Commands are case-sensitive.
     pub fn parse(line: &[u8]) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str().as_bytes() == line)
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().as_bytes() == line)
     }
 
     /// The command as it appears on the wire.

@@ -47,11 +47,7 @@ fn unknown_command_is_rejected() {
 
 #[test]
 fn header_escaping_v1_2() {
-    let frame = decode_one(
-        Some(Version::V1_2),
-        b"SEND\na\\cb:c\\nd\\re\\\\f\n\n\0",
-    )
-    .unwrap();
+    let frame = decode_one(Some(Version::V1_2), b"SEND\na\\cb:c\\nd\\re\\\\f\n\n\0").unwrap();
     assert_eq!(frame.headers, vec![("a:b".into(), "c\nd\re\\f".into())]);
 }
 
@@ -105,11 +101,7 @@ fn encode_never_escapes_connected() {
 
 #[test]
 fn content_length_allows_nul_in_body() {
-    let frame = decode_one(
-        Some(Version::V1_2),
-        b"SEND\ncontent-length:5\n\na\0b\0c\0",
-    )
-    .unwrap();
+    let frame = decode_one(Some(Version::V1_2), b"SEND\ncontent-length:5\n\na\0b\0c\0").unwrap();
     assert_eq!(&frame.body[..], b"a\0b\0c");
 }
 

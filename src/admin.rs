@@ -1,0 +1,60 @@
+//! The admin listener: health checks and metrics, apart from the public
+//! listener so they can stay off the public network.
+//!
+//! - `GET /healthz`: 200 while the process runs.
+//! - `GET /readyz`: 200 when RabbitMQ is connected and every enabled queue is
+//!   consumed, else 503; the JSON body says which.
+//! - `GET /metrics`: Prometheus text format.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use serde_json::json;
+
+use crate::bridge::Bridge;
+
+/// Builds the admin listener's routes.
+pub fn router(bridge: Arc<Bridge>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(bridge)
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
+    let shutting_down = bridge.shutdown.is_cancelled();
+    let amqp = bridge.is_amqp_ready();
+    let ready = amqp && !shutting_down;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "rabbitmq": if amqp { "ok" } else { "not connected, or a queue is not consumed" },
+        "shutting_down": shutting_down,
+    });
+    (status, Json(body))
+}
+
+async fn metrics(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        bridge.metrics.render(),
+    )
+}

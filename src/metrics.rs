@@ -1,0 +1,272 @@
+//! Every Prometheus metric the bridge exports, defined once.
+//!
+//! Label values come only from closed sets (transport, command, disconnect
+//! reason) and from configured queue names, never from client input. Each
+//! bridge owns its registry, so several bridges can run in one process (tests).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::{disconnect::Disconnect, stomp::Command};
+
+const PREFIX: &str = "stompbridge";
+
+/// Transports, as the `transport` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Raw WebSocket, STOMP frames directly in WebSocket messages.
+    WebSocket,
+    /// SockJS over WebSocket, with SockJS framing.
+    SockJsWebSocket,
+}
+
+/// Counters resolved for one queue, so the consume loop does no label lookups.
+#[derive(Clone, Debug)]
+pub struct QueueMetrics {
+    pub consumed: IntCounter,
+    pub broadcast: IntCounter,
+    pub delivered: IntCounter,
+    pub payload_not_json: IntCounter,
+    pub delivery_latency: Histogram,
+}
+
+/// The bridge's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub connections_total: IntCounterVec,
+    pub connections: IntGaugeVec,
+    pub sessions: IntGauge,
+    pub subscriptions: IntGauge,
+    frames_received: Vec<IntCounter>,
+    frames_sent: Vec<IntCounter>,
+    disconnects: Vec<IntCounter>,
+    consumed: IntCounterVec,
+    broadcast: IntCounterVec,
+    delivered: IntCounterVec,
+    payload_not_json: IntCounterVec,
+    delivery_latency: HistogramVec,
+    pub rabbitmq_connected: IntGauge,
+    pub rabbitmq_reconnects_total: IntCounter,
+    pub rabbitmq_consumers: IntGauge,
+}
+
+// === impl Transport ===
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::WebSocket, Transport::SockJsWebSocket];
+
+    /// The `transport` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::SockJsWebSocket => "sockjs_websocket",
+        }
+    }
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Creates and registers every metric in a new registry.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: registration fails only for duplicate or malformed
+    /// names, and the names here are fixed.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = Registrar(&registry);
+        let frames_received = r.counter_vec(
+            "frames_received_total",
+            "STOMP frames received from clients, by command",
+            &["command"],
+        );
+        let frames_sent = r.counter_vec(
+            "frames_sent_total",
+            "STOMP frames sent to clients, by command",
+            &["command"],
+        );
+        let disconnects = r.counter_vec(
+            "disconnects_total",
+            "Sessions ended, by reason",
+            &["reason"],
+        );
+        let connections_total = r.counter_vec(
+            "connections_total",
+            "Client connections accepted, by transport",
+            &["transport"],
+        );
+        let connections = r.gauge_vec(
+            "connections",
+            "Client connections open now, by transport",
+            &["transport"],
+        );
+        for transport in Transport::ALL {
+            connections_total.with_label_values(&[transport.label()]);
+            connections.with_label_values(&[transport.label()]);
+        }
+        let build_info = r.gauge_vec(
+            "build_info",
+            "Build information; the value is always 1",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let latency_buckets = vec![
+            0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0,
+        ];
+
+        Self {
+            frames_received: per_label(&frames_received, Command::ALL.map(Command::as_str)),
+            frames_sent: per_label(&frames_sent, Command::ALL.map(Command::as_str)),
+            disconnects: per_label(&disconnects, Disconnect::LABELS),
+            connections_total,
+            connections,
+            sessions: r.gauge("sessions", "STOMP sessions past CONNECT"),
+            subscriptions: r.gauge("subscriptions", "Active subscriptions over all sessions"),
+            consumed: r.counter_vec(
+                "messages_consumed_total",
+                "Messages received from RabbitMQ, by queue",
+                &["queue"],
+            ),
+            broadcast: r.counter_vec(
+                "messages_broadcast_total",
+                "Messages handled successfully and routed to their destinations, by queue",
+                &["queue"],
+            ),
+            delivered: r.counter_vec(
+                "messages_delivered_total",
+                "MESSAGE frames queued on client sessions, by source queue",
+                &["queue"],
+            ),
+            payload_not_json: r.counter_vec(
+                "payload_not_json_total",
+                "Message bodies that were not JSON and were sent as a JSON string, by queue",
+                &["queue"],
+            ),
+            delivery_latency: r.histogram_vec(
+                "delivery_latency_seconds",
+                "Time from AMQP delivery to the message being queued on every subscribed session",
+                &["queue"],
+                latency_buckets,
+            ),
+            rabbitmq_connected: r.gauge(
+                "rabbitmq_connected",
+                "1 while the RabbitMQ connection is up, else 0",
+            ),
+            rabbitmq_reconnects_total: r.counter(
+                "rabbitmq_reconnects_total",
+                "RabbitMQ connections re-established after a loss",
+            ),
+            rabbitmq_consumers: r.gauge("rabbitmq_consumers", "Queues being consumed now"),
+            registry,
+        }
+    }
+
+    /// Counters for one configured queue.
+    pub fn queue(&self, name: &str) -> QueueMetrics {
+        QueueMetrics {
+            consumed: self.consumed.with_label_values(&[name]),
+            broadcast: self.broadcast.with_label_values(&[name]),
+            delivered: self.delivered.with_label_values(&[name]),
+            payload_not_json: self.payload_not_json.with_label_values(&[name]),
+            delivery_latency: self.delivery_latency.with_label_values(&[name]),
+        }
+    }
+
+    pub fn frame_received(&self, command: Command) {
+        self.frames_received[command.index()].inc();
+    }
+
+    pub fn frames_sent(&self, command: Command, count: u64) {
+        self.frames_sent[command.index()].inc_by(count);
+    }
+
+    pub fn disconnected(&self, reason: &Disconnect) {
+        self.disconnects[reason.index()].inc();
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only on invalid metric data, which the
+        // definitions above rule out; an empty page is then the answer.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            out.clear();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn per_label<const N: usize>(vec: &IntCounterVec, labels: [&str; N]) -> Vec<IntCounter> {
+    labels
+        .iter()
+        .map(|label| vec.with_label_values(&[*label]))
+        .collect()
+}
+
+/// Creates metrics under the common prefix and registers them.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn opts(name: &str, help: &str) -> Opts {
+        Opts::new(name, help).namespace(PREFIX)
+    }
+
+    fn register<M: prometheus::core::Collector + Clone + 'static>(&self, metric: M) -> M {
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("metric names are fixed and unique");
+        metric
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        let metric = IntCounter::with_opts(Self::opts(name, help)).expect("valid metric options");
+        self.register(metric)
+    }
+
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let metric =
+            IntCounterVec::new(Self::opts(name, help), labels).expect("valid metric options");
+        self.register(metric)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        let metric = IntGauge::with_opts(Self::opts(name, help)).expect("valid metric options");
+        self.register(metric)
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let metric =
+            IntGaugeVec::new(Self::opts(name, help), labels).expect("valid metric options");
+        self.register(metric)
+    }
+
+    fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: Vec<f64>,
+    ) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help)
+            .namespace(PREFIX)
+            .buckets(buckets);
+        let metric = HistogramVec::new(opts, labels).expect("valid metric options");
+        self.register(metric)
+    }
+}
