@@ -151,7 +151,10 @@ impl Consumer {
     /// for destinations that have subscribers, and once each.
     fn broadcast(&self, outcome: Outcome, routing_key: &str) {
         let router = &self.bridge.router;
-        if outcome.payload.kind != PayloadKind::Json {
+        if matches!(
+            outcome.payload.kind,
+            PayloadKind::Text | PayloadKind::NotUtf8
+        ) {
             self.metrics.payload_not_json.inc();
             debug!(amqp.queue = %self.queue.name, routing_key, kind = ?outcome.payload.kind, "payload is not JSON");
         }

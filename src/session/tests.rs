@@ -43,6 +43,18 @@ impl Harness {
         (decode(&out), result)
     }
 
+    /// Sends raw bytes and asserts the session accepted them.
+    fn ok(&mut self, input: &[u8]) -> Vec<Frame> {
+        let (frames, result) = self.send(input);
+        assert_eq!(
+            result,
+            Ok(()),
+            "input rejected: {:?}",
+            String::from_utf8_lossy(input)
+        );
+        frames
+    }
+
     fn connected(version: &str) -> Self {
         let mut harness = Self::new();
         let connect = format!("CONNECT\naccept-version:{version}\nheart-beat:0,0\n\n\0");
@@ -87,9 +99,7 @@ fn decode(encoded: &[Bytes]) -> Vec<Frame> {
 #[test]
 fn connect_negotiates_the_highest_common_version() {
     let mut h = Harness::new();
-    let (frames, result) =
-        h.send(b"CONNECT\naccept-version:1.0,1.1,1.2\nheart-beat:10000,10000\nhost:x\n\n\0");
-    assert_eq!(result, Ok(()));
+    let frames = h.ok(b"CONNECT\naccept-version:1.0,1.1,1.2\nheart-beat:10000,10000\nhost:x\n\n\0");
     let connected = &frames[0];
     assert_eq!(connected.command, Command::Connected);
     assert_eq!(connected.get("version"), Some("1.2"));
@@ -197,7 +207,7 @@ fn stomp_1_0_subscription_without_id_uses_the_destination() {
 #[test]
 fn message_carries_the_documented_headers() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:sub-0\ndestination:/topic/queues/tgm_iot\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:sub-0\ndestination:/topic/queues/tgm_iot\n\n\0");
     h.publish("/topic/queues/tgm_iot", br#"{"a":1}"#);
     h.publish("/topic/queues/tgm_iot", br#"{"a":2}"#);
     let frames = h.drain();
@@ -216,7 +226,7 @@ fn message_carries_the_documented_headers() {
 #[test]
 fn client_ack_mode_adds_ack_header() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/a\nack:client-individual\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/a\nack:client-individual\n\n\0");
     h.publish("/topic/a", b"{}");
     let frames = h.drain();
     assert_eq!(frames[0].get("ack"), frames[0].get("message-id"));
@@ -239,7 +249,7 @@ fn invalid_ack_mode_is_rejected() {
 #[test]
 fn subscription_id_is_escaped_in_message() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:a\\cb\ndestination:/topic/a\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:a\\cb\ndestination:/topic/a\n\n\0");
     h.publish("/topic/a", b"{}");
     let frames = h.drain();
     assert_eq!(frames[0].get("subscription"), Some("a:b"));
@@ -293,11 +303,11 @@ fn error_names_the_receipt_of_the_failing_frame() {
 #[test]
 fn no_message_after_unsubscribe_even_if_already_queued() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
     h.publish("/topic/a", b"1");
-    h.send(b"UNSUBSCRIBE\nid:1\n\n\0");
+    h.ok(b"UNSUBSCRIBE\nid:1\n\n\0");
     // The id is reused at once for another destination.
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\0");
     h.publish("/topic/b", b"2");
     let frames = h.drain();
     assert_eq!(frames.len(), 1);
@@ -307,7 +317,7 @@ fn no_message_after_unsubscribe_even_if_already_queued() {
 #[test]
 fn duplicate_subscription_id_is_rejected() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
     let (_, result) = h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\0");
     assert!(result.unwrap_err().to_string().contains("already in use"));
 }
@@ -315,9 +325,9 @@ fn duplicate_subscription_id_is_rejected() {
 #[test]
 fn subscription_limit_is_enforced() {
     let mut h = Harness::with_config("limits:\n  max_subscriptions_per_session: 2\n");
-    h.send(b"CONNECT\naccept-version:1.2\n\n\0");
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
-    h.send(b"SUBSCRIBE\nid:2\ndestination:/topic/b\n\n\0");
+    h.ok(b"CONNECT\naccept-version:1.2\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:2\ndestination:/topic/b\n\n\0");
     let (_, result) = h.send(b"SUBSCRIBE\nid:3\ndestination:/topic/c\n\n\0");
     assert_eq!(result, Err(Disconnect::TooManySubscriptions(2)));
 }
@@ -344,7 +354,7 @@ fn unsupported_commands_get_clear_errors() {
 #[test]
 fn dropping_a_session_removes_its_subscriptions() {
     let mut h = Harness::connected("1.2");
-    h.send(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
+    h.ok(b"SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\0");
     assert!(h.bridge.router.has_subscribers("/topic/a"));
     assert_eq!(h.bridge.metrics.subscriptions.get(), 1);
     assert_eq!(h.bridge.metrics.sessions.get(), 1);
@@ -375,7 +385,7 @@ fn connect_timeout_ends_a_silent_connection() {
 #[test]
 fn heart_beats_are_sent_and_silence_ends_the_session() {
     let mut h = Harness::new();
-    h.send(b"CONNECT\naccept-version:1.2\nheart-beat:1000,1000\n\n\0");
+    h.ok(b"CONNECT\naccept-version:1.2\nheart-beat:1000,1000\n\n\0");
     let start = h.now;
     // The server sends every max(10000, 1000) ms and expects every max(1000, 10000) ms.
     assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(10)));
