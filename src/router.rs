@@ -56,10 +56,13 @@ pub struct Published {
     pub slow: u64,
 }
 
+/// One shard: destination → its subscribers.
+type Table = HashMap<Box<str>, Vec<Subscriber>>;
+
 /// The subscription table.
 #[derive(Debug)]
 pub struct Router {
-    shards: Box<[RwLock<HashMap<Box<str>, Vec<Subscriber>>>]>,
+    shards: Box<[RwLock<Table>]>,
     hasher: RandomState,
 }
 
@@ -113,7 +116,7 @@ impl Router {
         }
     }
 
-    fn shard(&self, destination: &str) -> &RwLock<HashMap<Box<str>, Vec<Subscriber>>> {
+    fn shard(&self, destination: &str) -> &RwLock<Table> {
         let hash = self.hasher.hash_one(destination);
         // SHARDS is a power of two, so masking picks a shard uniformly.
         &self.shards[(hash as usize) & (SHARDS - 1)]

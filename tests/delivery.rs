@@ -174,7 +174,7 @@ async fn unsubscribe_stops_delivery() {
     client.subscribe("b", &destination).await;
 
     bridge.publish("u", b"1").await;
-    let mut first = vec![client.frame().await, client.frame().await];
+    let mut first = [client.frame().await, client.frame().await];
     first.sort_by_key(|f| f.get("subscription").unwrap().to_string());
     assert_eq!(first[0].get("subscription"), Some("a"));
     assert_eq!(first[1].get("subscription"), Some("b"));

@@ -62,7 +62,7 @@ async fn frame_split_across_messages_and_frames_packed_in_one() {
     assert_eq!(client.frame().await.get("receipt-id"), Some("b"));
 
     bridge.publish("p", b"{\"n\":1}").await;
-    let mut subscriptions = vec![
+    let mut subscriptions = [
         client
             .frame()
             .await

@@ -96,7 +96,7 @@ pub enum ExchangeType {
 }
 
 /// `stomp`: protocol settings offered to clients.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StompConfig {
     pub heart_beat: HeartBeatConfig,
@@ -250,14 +250,6 @@ impl Default for HeartBeatConfig {
         Self {
             send: Duration::from_secs(10),
             receive: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for StompConfig {
-    fn default() -> Self {
-        Self {
-            heart_beat: HeartBeatConfig::default(),
         }
     }
 }

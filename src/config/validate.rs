@@ -71,7 +71,7 @@ impl Problems {
 }
 
 /// Returns every problem in `config`; empty when it is valid.
-pub fn check(config: &Config) -> Vec<Problem> {
+pub(crate) fn check(config: &Config) -> Vec<Problem> {
     let mut problems = Problems::default();
     check_server(config, &mut problems);
     check_rabbitmq(config, &mut problems);
@@ -228,7 +228,7 @@ fn check_amqp_name(problems: &mut Problems, key: &str, name: &str) {
 /// Why `value` cannot be one segment of a destination, if it cannot: it must be a
 /// non-empty AMQP name without `/`, the wildcards `*` and `#`, whitespace or
 /// control characters.
-pub fn destination_segment_problem(value: &str) -> Option<&'static str> {
+pub(crate) fn destination_segment_problem(value: &str) -> Option<&'static str> {
     if value.is_empty() {
         Some("is empty")
     } else if value.len() > MAX_AMQP_NAME_BYTES {

@@ -316,7 +316,8 @@ fn decode_header_text(raw: &[u8], version: Option<Version>) -> Result<String, De
     Ok(out)
 }
 
-/// Escapes a header name or value for `version` (see [`decode_header_text`]).
+/// Escapes a header name or value for `version`: STOMP 1.1 escapes `\n`, `:`
+/// and `\`, STOMP 1.2 adds `\r`, STOMP 1.0 escapes nothing.
 pub fn escape_header_text(text: &str, version: Version, out: &mut BytesMut) {
     if version == Version::V1_0 || !needs_escape(text) {
         out.put_slice(text.as_bytes());

@@ -1,6 +1,6 @@
 //! The public listener: raw WebSocket and SockJS endpoints.
 //!
-//! Every endpoint ends in [`connection::serve`], which runs one STOMP session
+//! Every endpoint ends in `connection::serve`, which runs one STOMP session
 //! per connection. The number of open connections is bounded by
 //! `limits.max_sessions`; past it, upgrade requests get 503.
 

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests: a bridge started in process against
 //! the real RabbitMQ, with its own exchange and queues, and a STOMP client.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by several test binaries, each using a different subset"
+)]
 
 pub mod stomp;
 

@@ -33,19 +33,24 @@ pub fn close(code: u16, reason: &str) -> String {
     out
 }
 
+/// A client message that is neither a JSON array of strings nor one string.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Broken JSON encoding.")]
+pub struct BrokenJson;
+
 /// Parses what a client sends: a JSON array of strings, or one JSON string.
 ///
 /// # Errors
 ///
-/// `Err(())` for anything else; SockJS calls it "Broken JSON encoding".
-pub fn parse_client(text: &str) -> Result<Vec<String>, ()> {
+/// [`BrokenJson`] for anything else.
+pub fn parse_client(text: &str) -> Result<Vec<String>, BrokenJson> {
     let text = text.trim();
     if text.starts_with('[') {
-        serde_json::from_str::<Vec<String>>(text).map_err(|_| ())
+        serde_json::from_str::<Vec<String>>(text).map_err(|_| BrokenJson)
     } else {
         serde_json::from_str::<String>(text)
             .map(|message| vec![message])
-            .map_err(|_| ())
+            .map_err(|_| BrokenJson)
     }
 }
 
@@ -133,8 +138,8 @@ mod tests {
         );
         assert_eq!(parse_client(r#""a""#), Ok(vec!["a".into()]));
         assert_eq!(parse_client("[]"), Ok(vec![]));
-        assert_eq!(parse_client(r#"["a"#), Err(()));
-        assert_eq!(parse_client("[1]"), Err(()));
-        assert_eq!(parse_client("{}"), Err(()));
+        assert_eq!(parse_client(r#"["a"#), Err(BrokenJson));
+        assert_eq!(parse_client("[1]"), Err(BrokenJson));
+        assert_eq!(parse_client("{}"), Err(BrokenJson));
     }
 }

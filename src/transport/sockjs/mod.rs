@@ -2,7 +2,7 @@
 //!
 //! URLs, as sockjs-client builds them:
 //! - `{prefix}` and `{prefix}/`: the greeting;
-//! - `{prefix}/info`: server capabilities (see [`info`]);
+//! - `{prefix}/info`: server capabilities, with CORS headers;
 //! - `{prefix}/websocket`: raw WebSocket, no SockJS framing;
 //! - `{prefix}/{server}/{session}/websocket`: SockJS framing over WebSocket.
 //!
@@ -10,7 +10,7 @@
 //! iframe page are not served yet: their URLs answer 404, which makes
 //! sockjs-client skip them.
 
-mod framing;
+pub mod framing;
 mod info;
 mod websocket;
 

@@ -40,7 +40,7 @@ impl Wire for SockJsWire {
         if text.is_empty() {
             return Ok(());
         }
-        let messages = framing::parse_client(&text).map_err(|()| Disconnect::BrokenJson)?;
+        let messages = framing::parse_client(&text).map_err(|_| Disconnect::BrokenJson)?;
         chunks.extend(messages.into_iter().map(Bytes::from));
         Ok(())
     }
