@@ -3,7 +3,7 @@
 //!
 //! - `GET /healthz`: 200 while the process runs.
 //! - `GET /readyz`: 200 when RabbitMQ is connected and every enabled queue is
-//!   consumed, else 503; the JSON body says which.
+//!   consumed, else 503. The JSON body names what is not ready.
 //! - `GET /metrics`: Prometheus text format.
 
 use std::sync::Arc;

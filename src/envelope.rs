@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-/// What the bridge made of an AMQP message body.
+/// Kind of AMQP message body, as the bridge interpreted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadKind {
     /// The body was JSON and travels unchanged.
@@ -72,7 +72,7 @@ impl Payload {
     }
 }
 
-/// A JSON string value.
+/// Returns `text` as a JSON string value.
 fn string_value(text: &str) -> Box<RawValue> {
     let quoted = serde_json::to_string(text).unwrap_or_else(|_| "null".into());
     RawValue::from_string(quoted).unwrap_or_else(|_| RawValue::NULL.to_owned())

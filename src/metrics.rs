@@ -58,7 +58,7 @@ pub struct Metrics {
 impl Transport {
     pub const ALL: [Transport; 2] = [Transport::WebSocket, Transport::SockJsWebSocket];
 
-    /// The `transport` label value.
+    /// Returns the `transport` label value.
     pub fn label(self) -> &'static str {
         match self {
             Transport::WebSocket => "websocket",
@@ -195,7 +195,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding into a Vec fails only on invalid metric data, which the
-        // definitions above rule out; an empty page is then the answer.
+        // definitions above rule out. An empty page is returned if it happens.
         if TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .is_err()

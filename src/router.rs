@@ -38,7 +38,7 @@ pub struct Rendered {
     pub is_utf8: bool,
 }
 
-/// One subscription as the router sees it.
+/// One subscription in the routing table.
 #[derive(Clone, Debug)]
 pub struct Subscriber {
     pub session: SessionId,
@@ -52,7 +52,7 @@ pub struct Subscriber {
 pub struct Published {
     /// Deliveries queued on sessions.
     pub queued: u64,
-    /// Sessions found full and told to close as slow consumers.
+    /// Sessions whose outbox was full, now closing as slow consumers.
     pub slow: u64,
 }
 
@@ -86,7 +86,7 @@ impl Rendered {
         Self { tails, is_utf8 }
     }
 
-    /// The shared part of the frame for a session speaking `version`.
+    /// Returns the shared part of the frame for a session speaking `version`.
     pub fn tail(&self, version: Version) -> &Bytes {
         &self.tails[version.index()]
     }
@@ -154,8 +154,8 @@ impl Router {
         }
     }
 
-    /// Whether anyone subscribes to `destination`, so a message nobody will
-    /// receive is not rendered at all.
+    /// Returns whether any session subscribes to `destination`, so a message
+    /// without receivers is not rendered at all.
     pub fn has_subscribers(&self, destination: &str) -> bool {
         self.shard(destination)
             .read()
@@ -281,7 +281,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_session_is_counted_as_slow_and_others_still_receive() {
+    async fn full_session_counted_as_slow() {
         let router = Router::new();
         let (slow, _slow_inbox) = outbox::channel(1);
         let (fast, mut fast_inbox) = outbox::channel(8);

@@ -8,7 +8,7 @@ use tracing::{error, info};
 
 use crate::{admin, amqp, bridge::Bridge, config::Config, shutdown, transport};
 
-/// Why the bridge could not start.
+/// Error that stops the bridge from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr} ({listener})")]

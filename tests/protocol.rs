@@ -45,7 +45,7 @@ async fn server_echoes_the_highest_offered_subprotocol() {
 }
 
 #[tokio::test]
-async fn frame_split_across_messages_and_frames_packed_in_one() {
+async fn frames_split_and_packed() {
     let bridge = bridge("").await;
     let mut client = Client::open(&bridge.url("/ws-raw"), &["v12.stomp"], Framing::Raw).await;
     for piece in ["CONN", "ECT\naccept-version:1.2\nhost:x\n", "\n", "\0"] {

@@ -36,7 +36,7 @@ async fn greeting_on_every_prefix() {
 }
 
 #[tokio::test]
-async fn info_describes_the_server_with_cors_and_no_cache() {
+async fn info_has_cors_and_no_cache() {
     let bridge = bridge("").await;
     let client = reqwest::Client::new();
     let response = client

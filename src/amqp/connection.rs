@@ -3,7 +3,7 @@
 //! Each round connects, declares the topology, starts a consumer per enabled
 //! queue and waits until the connection fails or shutdown starts. After a
 //! failure it reconnects with capped, jittered exponential backoff and restores
-//! everything from the configuration; client sessions stay open meanwhile, and
+//! everything from the configuration. Client sessions stay open meanwhile, and
 //! RabbitMQ redelivers what was not acknowledged.
 
 use std::{sync::Arc, time::Duration};

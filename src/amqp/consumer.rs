@@ -2,7 +2,7 @@
 //! published to the router, and is acknowledged only after it was queued on
 //! every subscribed session.
 //!
-//! Deliveries are handled one at a time, so every session sees a queue's
+//! Deliveries are handled one at a time, so every session receives a queue's
 //! messages in the order RabbitMQ delivered them. Prefetch bounds how many
 //! RabbitMQ pushes ahead; that is the backpressure toward the broker.
 

@@ -16,7 +16,7 @@ pub use validate::Problem;
 /// of the file.
 pub const AMQP_URL_ENV: &str = "STOMPBRIDGE_AMQP_URL";
 
-/// Why a configuration file was rejected.
+/// Reason a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}")]

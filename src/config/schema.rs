@@ -281,7 +281,7 @@ impl Default for LogConfig {
 // === impl ExchangeType ===
 
 impl ExchangeType {
-    /// The type as lapin declares it.
+    /// Converts the type to lapin's exchange kind.
     pub fn kind(self) -> lapin::ExchangeKind {
         match self {
             ExchangeType::Topic => lapin::ExchangeKind::Topic,
@@ -295,7 +295,7 @@ impl ExchangeType {
 // === impl HandlerKind ===
 
 impl HandlerKind {
-    /// The name used in the YAML file and in the envelope's `handlerType`.
+    /// Returns the name used in the YAML file and in the envelope's `handlerType`.
     pub fn as_str(self) -> &'static str {
         match self {
             HandlerKind::Generic => "generic",

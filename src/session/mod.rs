@@ -2,9 +2,9 @@
 //!
 //! A transport's connection task feeds received bytes into [`Session::receive`],
 //! drains the outbox through [`Session::render`], and calls
-//! [`Session::on_timer`] at [`Session::deadline`]. The session answers with
-//! encoded frames to write, or with the [`Disconnect`] reason that ends it; it
-//! never performs I/O itself.
+//! [`Session::on_timer`] at [`Session::deadline`]. The session returns encoded
+//! frames to write, or the [`Disconnect`] reason that ends it. It performs no
+//! I/O itself.
 
 pub mod heartbeat;
 pub mod outbox;
@@ -140,7 +140,7 @@ impl Session {
         &self.settings
     }
 
-    /// The negotiated version, once CONNECT is answered.
+    /// Returns the negotiated version, once CONNECTED was sent.
     pub fn version(&self) -> Option<Version> {
         match self.state {
             State::Connected { version } => Some(version),
@@ -149,7 +149,7 @@ impl Session {
     }
 
     /// Handles bytes from the client: decodes every complete frame and appends
-    /// the encoded answers to `out`.
+    /// the encoded responses to `out`.
     ///
     /// # Errors
     ///
@@ -164,7 +164,7 @@ impl Session {
     ) -> Result<(), Disconnect> {
         self.heart_beat.read(now);
         // Keep the buffer's allocation only while a frame is partly received, so
-        // an idle session holds no input buffer.
+        // an idle session has no input buffer.
         self.input.extend_from_slice(data);
         while let Some(frame) = self
             .decoder
@@ -427,8 +427,8 @@ impl Session {
         self.heart_beat.wrote(now);
     }
 
-    /// The ERROR frame that tells the client why the session ends, if the reason
-    /// calls for one.
+    /// Builds the ERROR frame that gives the client the reason the session ends,
+    /// if the reason calls for one.
     pub fn error_frame(&mut self, reason: &Disconnect) -> Option<Bytes> {
         if !reason.sends_error_frame() {
             return None;

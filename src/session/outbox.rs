@@ -46,7 +46,7 @@ pub struct CloseSignal {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
-    /// The queue was full; the session has been told to close.
+    /// The queue was full, so the session was signalled to close.
     SlowConsumer,
     /// The session has ended.
     Gone,

@@ -36,7 +36,7 @@ impl Harness {
         }
     }
 
-    /// Sends raw bytes and decodes every frame the session answers with.
+    /// Sends raw bytes and decodes every frame the session responds with.
     fn send(&mut self, input: &[u8]) -> (Vec<Frame>, Result<(), Disconnect>) {
         let mut out = Vec::new();
         let result = self.session.receive(input, self.now, &mut out);
@@ -192,7 +192,7 @@ fn subscribe_requires_destination_and_id() {
 }
 
 #[test]
-fn stomp_1_0_subscription_without_id_uses_the_destination() {
+fn v1_0_subscription_id_defaults_to_destination() {
     let mut h = Harness::connected("1.0");
     let (_, result) = h.send(b"SUBSCRIBE\ndestination:/topic/a\n\n\0");
     assert_eq!(result, Ok(()));
@@ -383,7 +383,7 @@ fn connect_timeout_ends_a_silent_connection() {
 }
 
 #[test]
-fn heart_beats_are_sent_and_silence_ends_the_session() {
+fn heart_beats_sent_and_silence_closes() {
     let mut h = Harness::new();
     h.ok(b"CONNECT\naccept-version:1.2\nheart-beat:1000,1000\n\n\0");
     let start = h.now;

@@ -30,7 +30,7 @@ pub struct Limits {
 }
 
 /// Why a client frame could not be decoded. Every variant is a fatal protocol
-/// error: the session answers with an ERROR frame and closes.
+/// error: the session responds with an ERROR frame and closes.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("unknown command {0:?}")]
@@ -252,7 +252,7 @@ fn parse_head(
     let command = Command::parse(command_line).ok_or_else(|| {
         DecodeError::UnknownCommand(String::from_utf8_lossy(command_line).into_owned())
     })?;
-    // Before CONNECT is answered there is no version, and CONNECT itself is never
+    // Until CONNECTED is sent there is no version, and CONNECT itself is never
     // escaped, so header values are taken literally.
     let unescape = version.filter(|_| command.escapes_headers());
 
@@ -337,7 +337,7 @@ pub fn escape_header_text(text: &str, version: Version, out: &mut BytesMut) {
     }
 }
 
-/// Whether [`escape_header_text`] would change `text` for STOMP 1.1 or 1.2.
+/// Returns whether [`escape_header_text`] would change `text` for STOMP 1.1 or 1.2.
 pub fn needs_escape(text: &str) -> bool {
     text.bytes()
         .any(|b| matches!(b, b'\n' | b'\r' | b':' | b'\\'))

@@ -34,8 +34,9 @@ pub enum Version {
     V1_2,
 }
 
-/// One STOMP frame. Repeated headers are kept in order; lookups return the first,
-/// as STOMP 1.2 says: "only the first header entry SHOULD be used as the value".
+/// One STOMP frame. Repeated headers are kept in order and lookups return the
+/// first, as STOMP 1.2 specifies: "only the first header entry SHOULD be used as
+/// the value".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     pub command: Command,
@@ -72,7 +73,7 @@ impl Command {
             .find(|c| c.as_str().as_bytes() == line)
     }
 
-    /// The command as it appears on the wire.
+    /// Returns the command as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Command::Connect => "CONNECT",
@@ -149,7 +150,7 @@ impl fmt::Display for Version {
 // === impl Frame ===
 
 impl Frame {
-    /// A frame with no headers and an empty body.
+    /// Creates a frame with no headers and an empty body.
     pub fn new(command: Command) -> Self {
         Self {
             command,
@@ -172,7 +173,7 @@ impl Frame {
         self
     }
 
-    /// The value of the first header named `name`.
+    /// Returns the value of the first header named `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

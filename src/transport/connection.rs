@@ -30,7 +30,7 @@ const BATCH: usize = 256;
 /// Time allowed to write the final ERROR and close frames to a closing session.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How STOMP frames travel in WebSocket messages on one endpoint.
+/// The framing of STOMP frames in WebSocket messages on one endpoint.
 pub(crate) trait Wire: Send {
     /// The `transport` label of connections using this framing.
     const TRANSPORT: Transport;
@@ -245,7 +245,7 @@ impl<W: Wire> Connection<W> {
     }
 }
 
-/// A WebSocket close message carrying the reason's close code.
+/// Builds a WebSocket close message with the reason's close code.
 pub(crate) fn close_message(reason: &Disconnect) -> Message {
     let text = reason.to_string();
     // RFC 6455, section 5.5: control frame payloads are at most 125 bytes, two

@@ -22,14 +22,14 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::{bridge::Bridge, config::Config};
 
 /// Initial capacity of a connection's WebSocket read buffer, in bytes. Small,
-/// because every idle connection holds one; it grows for larger messages.
+/// because every idle connection has one. It grows for larger messages.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Bytes of outgoing WebSocket data buffered before a write is forced; the
 /// connection task flushes after each batch anyway.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
-/// What the endpoints share.
+/// State shared by the public endpoints.
 #[derive(Debug)]
 pub struct Endpoints {
     pub(crate) bridge: Arc<Bridge>,
@@ -77,7 +77,7 @@ pub fn router(bridge: Arc<Bridge>, config: &Config) -> Router {
         .with_state(endpoints)
 }
 
-/// The answer to an upgrade request past `limits.max_sessions`.
+/// Builds the 503 response to an upgrade request past `limits.max_sessions`.
 pub(crate) fn too_many_sessions() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,

@@ -1,10 +1,10 @@
 //! Raw WebSocket: STOMP frames directly in WebSocket messages, at
 //! `server.websocket_path` and at `{sockjs prefix}/websocket`.
 //!
-//! The client offers `v10.stomp`, `v11.stomp` and `v12.stomp` as subprotocols;
-//! the server echoes exactly one of them, the highest offered, because browsers
-//! fail the handshake otherwise (RFC 6455, section 4.1: the server's protocol
-//! "MUST be one of the values the client offered").
+//! The client offers `v10.stomp`, `v11.stomp` and `v12.stomp` as subprotocols.
+//! The server echoes exactly one of them, the highest offered, because browsers
+//! fail the handshake otherwise. RFC 6455, section 4.1, says the selected
+//! protocol "MUST be one of the values the client offered".
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,7 +38,7 @@ pub(crate) async fn endpoint(
     accept(&endpoints, upgrade)
 }
 
-/// Accepts a raw WebSocket connection, or answers 503 at the session limit.
+/// Accepts a raw WebSocket connection, or responds with 503 at the session limit.
 pub(crate) fn accept(endpoints: &Arc<Endpoints>, upgrade: WebSocketUpgrade) -> Response {
     let Some(permit) = endpoints.admit() else {
         return super::too_many_sessions();
@@ -62,7 +62,7 @@ impl Wire for RawWire {
             Message::Text(text) => chunks.push(text.into()),
             Message::Binary(data) => chunks.push(data),
             Message::Close(_) => return Err(Disconnect::TransportClosed),
-            // tungstenite answers pings itself.
+            // tungstenite replies to pings itself.
             Message::Ping(_) | Message::Pong(_) => {}
         }
         Ok(())

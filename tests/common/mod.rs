@@ -19,7 +19,7 @@ use lapin::{
 };
 use stompbridge::{config, server::Running};
 
-/// The RabbitMQ the tests use: `STOMPBRIDGE_AMQP_URL`, or the local default.
+/// Returns the URL of the RabbitMQ the tests use: `STOMPBRIDGE_AMQP_URL`, or the local default.
 pub fn amqp_url() -> String {
     std::env::var(config::AMQP_URL_ENV)
         .ok()
@@ -174,7 +174,7 @@ impl TestBridge {
         let _ = self.connection.close(200, "test done".into()).await;
     }
 
-    /// The value of a metric sample such as `stompbridge_sessions` or
+    /// Returns the value of a metric sample such as `stompbridge_sessions` or
     /// `stompbridge_disconnects_total{reason="slow_consumer"}`.
     pub fn metric(&self, sample: &str) -> f64 {
         let text = self.running.bridge.metrics.render();

@@ -135,7 +135,7 @@ impl Client {
         assert_eq!(frame.get("receipt-id"), Some(receipt.as_str()));
     }
 
-    /// The next frame, skipping heart-beats; fails the test on close or timeout.
+    /// Returns the next frame, skipping heart-beats. Fails the test on close or timeout.
     pub async fn frame(&mut self) -> Frame {
         loop {
             match self.next().await {
@@ -148,7 +148,7 @@ impl Client {
         }
     }
 
-    /// The next event, failing the test after [`RECEIVE_TIMEOUT`].
+    /// Returns the next event. Fails the test after [`RECEIVE_TIMEOUT`].
     pub async fn next(&mut self) -> Event {
         tokio::time::timeout(RECEIVE_TIMEOUT, self.next_event())
             .await

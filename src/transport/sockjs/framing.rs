@@ -54,11 +54,11 @@ pub fn parse_client(text: &str) -> Result<Vec<String>, BrokenJson> {
     }
 }
 
-/// Appends `text` as a JSON string, escaping what JSON requires plus the
-/// characters that some browsers and proxies alter in transit (the SockJS
-/// protocol leaves the exact set to the server; this follows sockjs-node):
-/// control characters, lone surrogates' ranges, zero-width and bidirectional
-/// marks, line and paragraph separators, and noncharacters.
+/// Appends `text` as a JSON string. Besides what JSON requires, it escapes the
+/// characters that some browsers and proxies alter in transit: control
+/// characters, zero-width and bidirectional marks, line and paragraph
+/// separators, and noncharacters. The SockJS protocol leaves the exact set to
+/// the server.
 pub fn quote(text: &str, out: &mut String) {
     out.push('"');
     for c in text.chars() {
@@ -71,7 +71,7 @@ pub fn quote(text: &str, out: &mut String) {
             c if must_escape(c) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
-                    // Writing to a String cannot fail.
+                    // fmt::Write for String never returns an error.
                     let _ = write!(out, "\\u{unit:04x}");
                 }
             }

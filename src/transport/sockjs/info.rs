@@ -1,18 +1,18 @@
-//! `{prefix}/info`: what the server supports, read by sockjs-client before it
-//! picks a transport, with the CORS and caching headers the protocol asks for.
+//! `{prefix}/info`: the server's capabilities, read by sockjs-client before it
+//! picks a transport, with the CORS and caching headers the protocol requires.
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-/// Cache lifetime of preflight answers, in seconds (one year, as SockJS does).
+/// Cache lifetime of preflight responses, in seconds (one year, as sockjs-node uses).
 const PREFLIGHT_MAX_AGE: &str = "31536000";
 
 /// Headers that stop any cache from keeping a response.
 pub(crate) const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
 
-/// Answers GET and OPTIONS on `/info`.
+/// Handles GET and OPTIONS on `/info`.
 pub(crate) fn handle(method: &Method, request: &HeaderMap) -> Response {
     match *method {
         Method::GET => {
@@ -38,7 +38,7 @@ pub(crate) fn handle(method: &Method, request: &HeaderMap) -> Response {
     }
 }
 
-/// A 204 answer to a CORS preflight request allowing `methods`.
+/// Builds the 204 response to a CORS preflight request, allowing `methods`.
 pub(crate) fn preflight(request: &HeaderMap, methods: &'static str) -> Response {
     let mut response = (
         StatusCode::NO_CONTENT,

@@ -7,7 +7,7 @@
 //! - `{prefix}/{server}/{session}/websocket`: SockJS framing over WebSocket.
 //!
 //! The HTTP fallback transports (xhr, eventsource, htmlfile, jsonp) and the
-//! iframe page are not served yet: their URLs answer 404, which makes
+//! iframe page are not served yet: their URLs return 404, which makes
 //! sockjs-client skip them.
 
 pub mod framing;
@@ -102,7 +102,7 @@ fn greeting(method: &Method) -> Response {
         .into_response()
 }
 
-/// The answer to a request on a WebSocket URL that is not a WebSocket upgrade.
+/// Builds the response to a request on a WebSocket URL that is not a WebSocket upgrade.
 fn upgrade_required(method: &Method) -> Response {
     if *method != Method::GET {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")]).into_response();
@@ -117,7 +117,7 @@ fn upgrade_required(method: &Method) -> Response {
 // === impl Endpoints ===
 
 impl Endpoints {
-    /// The part of `path` after the SockJS prefix it falls under, if any.
+    /// Returns the part of `path` after the SockJS prefix it falls under, if any.
     fn sockjs_rest<'p>(&self, path: &'p str) -> Option<&'p str> {
         self.sockjs_paths.iter().find_map(|prefix| {
             let rest = path.strip_prefix(prefix.as_str())?;
