@@ -33,20 +33,13 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {
-    let shutting_down = bridge.shutdown.is_cancelled();
-    let amqp = bridge.is_amqp_ready();
-    let ready = amqp && !shutting_down;
-    let status = if ready {
+    let readiness = bridge.readiness();
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "rabbitmq": if amqp { "ok" } else { "not connected, or a queue is not consumed" },
-        "shutting_down": shutting_down,
-    });
-    (status, Json(body))
+    (status, Json(readiness))
 }
 
 async fn metrics(State(bridge): State<Arc<Bridge>>) -> impl IntoResponse {

@@ -1,13 +1,18 @@
-//! State shared by every part of one running bridge: the router, the metrics,
-//! the settings sessions start with, and the shutdown signal.
+//! State shared by every part of one running bridge: the current
+//! configuration, the router, the metrics, the state of each queue, and the
+//! shutdown signal.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -22,32 +27,80 @@ use crate::{
 pub struct Bridge {
     pub router: Router,
     pub metrics: Metrics,
+    /// The configuration in force; reloads replace it.
+    config: watch::Sender<Arc<Config>>,
     settings: ArcSwap<SessionSettings>,
     /// One permit per open client connection; `limits.max_sessions` in all.
     pub connections: Arc<Semaphore>,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
-    /// Every connection task, so shutdown can wait for them.
+    /// Every connection and background task, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// Whether RabbitMQ is connected and every consumer is running.
-    pub amqp_ready: AtomicBool,
+    amqp_connected: AtomicBool,
+    queues: Mutex<BTreeMap<String, QueueState>>,
     next_session: AtomicU64,
+}
+
+/// What is happening with one configured queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueState {
+    /// Being declared, or waiting for the broker connection.
+    Starting,
+    /// Declared, bound and consumed.
+    Consuming,
+    /// Declared and bound; `auto_start: false` keeps it unconsumed.
+    Declared,
+    /// Declaration or consumption failed; the text says why.
+    Failed(String),
+}
+
+/// Whether the bridge can do its job, for `/readyz`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub rabbitmq_connected: bool,
+    pub shutting_down: bool,
+    /// Enabled queues that are not being consumed, with their state.
+    pub queues_not_consuming: BTreeMap<String, QueueState>,
 }
 
 // === impl Bridge ===
 
 impl Bridge {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: Config) -> Self {
+        let settings = SessionSettings::from_config(&config);
+        let max_sessions = config.limits.max_sessions;
         Self {
             router: Router::new(),
             metrics: Metrics::new(),
-            settings: ArcSwap::from_pointee(SessionSettings::from_config(config)),
-            connections: Arc::new(Semaphore::new(config.limits.max_sessions)),
+            config: watch::Sender::new(Arc::new(config)),
+            settings: ArcSwap::from_pointee(settings),
+            connections: Arc::new(Semaphore::new(max_sessions)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            amqp_ready: AtomicBool::new(false),
+            amqp_connected: AtomicBool::new(false),
+            queues: Mutex::default(),
             next_session: AtomicU64::new(1),
         }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// A receiver that wakes on every applied reload.
+    pub fn watch_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.config.subscribe()
+    }
+
+    /// Puts a new configuration in force: sessions starting from now use its
+    /// settings, and the broker side applies its queues.
+    pub fn apply_config(&self, config: Arc<Config>) {
+        self.settings
+            .store(Arc::new(SessionSettings::from_config(&config)));
+        self.config.send_replace(config);
     }
 
     /// Settings for a session starting now.
@@ -59,11 +112,67 @@ impl Bridge {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn is_amqp_ready(&self) -> bool {
-        self.amqp_ready.load(Ordering::Relaxed)
+    pub fn set_amqp_connected(&self, connected: bool) {
+        self.amqp_connected.store(connected, Ordering::Relaxed);
+        self.metrics.rabbitmq_connected.set(i64::from(connected));
     }
 
-    pub fn set_amqp_ready(&self, ready: bool) {
-        self.amqp_ready.store(ready, Ordering::Relaxed);
+    /// Records the state of a queue.
+    pub fn set_queue_state(&self, queue: &str, state: QueueState) {
+        self.lock_queues().insert(queue.to_owned(), state);
+    }
+
+    /// Records that a queue's consumer is running.
+    pub fn queue_consuming(&self, queue: &str) {
+        self.set_queue_state(queue, QueueState::Consuming);
+    }
+
+    /// Forgets a queue that was removed or disabled.
+    pub fn forget_queue(&self, queue: &str) {
+        self.lock_queues().remove(queue);
+    }
+
+    /// The state of every queue the bridge manages.
+    pub fn queue_states(&self) -> BTreeMap<String, QueueState> {
+        self.lock_queues().clone()
+    }
+
+    /// Ready means RabbitMQ is connected, every enabled queue with
+    /// `auto_start` is consumed, and shutdown has not started.
+    pub fn readiness(&self) -> Readiness {
+        let config = self.config();
+        let states = self.lock_queues();
+        let mut not_consuming = BTreeMap::new();
+        for queue in config.queues.iter().map(|q| &q.value) {
+            if !queue.enabled || !queue.auto_start {
+                continue;
+            }
+            let state = states
+                .get(&queue.name)
+                .cloned()
+                .unwrap_or(QueueState::Starting);
+            if state != QueueState::Consuming {
+                not_consuming.insert(queue.name.clone(), state);
+            }
+        }
+        let connected = self.amqp_connected.load(Ordering::Relaxed);
+        let shutting_down = self.shutdown.is_cancelled();
+        Readiness {
+            ready: connected && not_consuming.is_empty() && !shutting_down,
+            rabbitmq_connected: connected,
+            shutting_down,
+            queues_not_consuming: not_consuming,
+        }
+    }
+
+    /// Whether [`Bridge::readiness`] says ready.
+    pub fn is_ready(&self) -> bool {
+        self.readiness().ready
+    }
+
+    fn lock_queues(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, QueueState>> {
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod amqp;
 pub mod bridge;
 pub mod config;
+pub mod destination;
 pub mod disconnect;
 pub mod envelope;
 pub mod error_chain;
@@ -35,3 +36,14 @@ pub mod session;
 pub mod shutdown;
 pub mod stomp;
 pub mod transport;
+
+/// Installs ring as the process's TLS crypto provider, which the webhook HTTP
+/// client needs. Calling it again does nothing.
+#[expect(
+    deprecated,
+    reason = "ring builds with the C compiler alone; aws-lc-rs, the suggested provider, needs cmake"
+)]
+pub fn install_tls_provider() {
+    // An error means a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

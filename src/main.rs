@@ -111,7 +111,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "stompbridge stopped");
@@ -120,8 +120,8 @@ fn run(args: RunArgs) -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = stompbridge::server::start(config)
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let running = stompbridge::server::start(config, Some(path))
         .await
         .context("cannot start")?;
     wait_for_signal()
@@ -146,7 +146,10 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colors only on a terminal, so files and journald get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Json => builder
             .json()

@@ -9,7 +9,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::{disconnect::Disconnect, stomp::Command};
+use crate::{disconnect::Disconnect, handler::FailureReason, stomp::Command};
 
 const PREFIX: &str = "stompbridge";
 
@@ -29,6 +29,11 @@ pub struct QueueMetrics {
     pub broadcast: IntCounter,
     pub delivered: IntCounter,
     pub payload_not_json: IntCounter,
+    pub dead_lettered: IntCounter,
+    pub rejected: IntCounter,
+    pub retries: IntCounter,
+    pub duplicates: IntCounter,
+    pub destinations_skipped: IntCounter,
     pub delivery_latency: Histogram,
 }
 
@@ -47,7 +52,14 @@ pub struct Metrics {
     broadcast: IntCounterVec,
     delivered: IntCounterVec,
     payload_not_json: IntCounterVec,
+    dead_lettered: IntCounterVec,
+    rejected: IntCounterVec,
+    retries: IntCounterVec,
+    duplicates: IntCounterVec,
+    destinations_skipped: IntCounterVec,
+    handler_failures: IntCounterVec,
     delivery_latency: HistogramVec,
+    config_reloads: IntCounterVec,
     pub rabbitmq_connected: IntGauge,
     pub rabbitmq_reconnects_total: IntCounter,
     pub rabbitmq_consumers: IntGauge,
@@ -149,6 +161,47 @@ impl Metrics {
                 "Message bodies that were not JSON and were sent as a JSON string, by queue",
                 &["queue"],
             ),
+            dead_lettered: r.counter_vec(
+                "messages_dead_lettered_total",
+                "Messages published to the queue's dead-letter exchange, by queue",
+                &["queue"],
+            ),
+            rejected: r.counter_vec(
+                "messages_rejected_total",
+                "Failed messages rejected without requeue because the queue has no dead_letter_exchange, by queue",
+                &["queue"],
+            ),
+            retries: r.counter_vec(
+                "handler_retries_total",
+                "Handler attempts repeated after a transient failure, by queue",
+                &["queue"],
+            ),
+            duplicates: r.counter_vec(
+                "messages_duplicate_total",
+                "Messages dropped by the erp handler as duplicates, by queue",
+                &["queue"],
+            ),
+            destinations_skipped: r.counter_vec(
+                "destinations_skipped_total",
+                "Templated destinations skipped because a placeholder had no value or an unsafe one, by queue",
+                &["queue"],
+            ),
+            handler_failures: r.counter_vec(
+                "handler_failures_total",
+                "Failed handler attempts, by queue and reason",
+                &["queue", "reason"],
+            ),
+            config_reloads: {
+                let reloads = r.counter_vec(
+                    "config_reloads_total",
+                    "Configuration reloads, by result: applied, unchanged or rejected",
+                    &["result"],
+                );
+                for result in ["applied", "unchanged", "rejected"] {
+                    reloads.with_label_values(&[result]);
+                }
+                reloads
+            },
             delivery_latency: r.histogram_vec(
                 "delivery_latency_seconds",
                 "Time from AMQP delivery to the message being queued on every subscribed session",
@@ -175,8 +228,25 @@ impl Metrics {
             broadcast: self.broadcast.with_label_values(&[name]),
             delivered: self.delivered.with_label_values(&[name]),
             payload_not_json: self.payload_not_json.with_label_values(&[name]),
+            dead_lettered: self.dead_lettered.with_label_values(&[name]),
+            rejected: self.rejected.with_label_values(&[name]),
+            retries: self.retries.with_label_values(&[name]),
+            duplicates: self.duplicates.with_label_values(&[name]),
+            destinations_skipped: self.destinations_skipped.with_label_values(&[name]),
             delivery_latency: self.delivery_latency.with_label_values(&[name]),
         }
+    }
+
+    /// Counts one failed handler attempt.
+    pub fn handler_failure(&self, queue: &str, reason: FailureReason) {
+        self.handler_failures
+            .with_label_values(&[queue, reason.label()])
+            .inc();
+    }
+
+    /// Counts one configuration reload: `applied`, `unchanged` or `rejected`.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads.with_label_values(&[result]).inc();
     }
 
     pub fn frame_received(&self, command: Command) {

@@ -71,15 +71,31 @@ pub struct Router {
 impl Rendered {
     /// Encodes the shared part of a MESSAGE frame for `destination`.
     pub fn new(destination: &str, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Self::with_redelivered(destination, content_type, body, false)
+    }
+
+    /// As [`Rendered::new`], with a `redelivered:true` header when RabbitMQ
+    /// delivered the message before (to a consumer that did not acknowledge it).
+    pub fn with_redelivered(
+        destination: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+        redelivered: bool,
+    ) -> Self {
         let body = body.into();
         let is_utf8 = std::str::from_utf8(&body).is_ok();
-        let plain = encode_tail(destination, content_type, &body, Version::V1_0);
+        let tail = |version| {
+            Tail {
+                destination,
+                content_type,
+                body: &body,
+                redelivered,
+            }
+            .encode(version)
+        };
+        let plain = tail(Version::V1_0);
         let tails = if codec::needs_escape(destination) || codec::needs_escape(content_type) {
-            [
-                plain,
-                encode_tail(destination, content_type, &body, Version::V1_1),
-                encode_tail(destination, content_type, &body, Version::V1_2),
-            ]
+            [plain, tail(Version::V1_1), tail(Version::V1_2)]
         } else {
             [plain.clone(), plain.clone(), plain]
         };
@@ -92,18 +108,31 @@ impl Rendered {
     }
 }
 
-fn encode_tail(destination: &str, content_type: &str, body: &[u8], version: Version) -> Bytes {
-    let mut out = BytesMut::with_capacity(80 + destination.len() + body.len());
-    out.put_slice(b"destination:");
-    codec::escape_header_text(destination, version, &mut out);
-    out.put_slice(b"\ncontent-type:");
-    codec::escape_header_text(content_type, version, &mut out);
-    out.put_slice(b"\ncontent-length:");
-    out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
-    out.put_slice(b"\n\n");
-    out.put_slice(body);
-    out.put_u8(0);
-    out.freeze()
+/// The parts of a MESSAGE frame that every subscriber shares.
+struct Tail<'a> {
+    destination: &'a str,
+    content_type: &'a str,
+    body: &'a [u8],
+    redelivered: bool,
+}
+
+impl Tail<'_> {
+    fn encode(&self, version: Version) -> Bytes {
+        let mut out = BytesMut::with_capacity(96 + self.destination.len() + self.body.len());
+        out.put_slice(b"destination:");
+        codec::escape_header_text(self.destination, version, &mut out);
+        out.put_slice(b"\ncontent-type:");
+        codec::escape_header_text(self.content_type, version, &mut out);
+        if self.redelivered {
+            out.put_slice(b"\nredelivered:true");
+        }
+        out.put_slice(b"\ncontent-length:");
+        out.put_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+        out.put_slice(b"\n\n");
+        out.put_slice(self.body);
+        out.put_u8(0);
+        out.freeze()
+    }
 }
 
 // === impl Router ===

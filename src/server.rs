@@ -1,12 +1,17 @@
 //! Starts a bridge: binds both listeners, starts the broker connection, and
 //! hands back a [`Running`] bridge that shuts down on request.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
-use crate::{admin, amqp, bridge::Bridge, config::Config, shutdown, transport};
+use crate::{
+    admin, amqp,
+    bridge::Bridge,
+    config::{Config, reload},
+    shutdown, transport,
+};
 
 /// Error that stops the bridge from starting.
 #[derive(Debug, thiserror::Error)]
@@ -31,14 +36,15 @@ pub struct Running {
 }
 
 /// Binds the listeners and starts serving. Returns once both listeners are
-/// bound; the broker connection comes up in the background.
+/// bound; the broker connection comes up in the background. With `path`, the
+/// file is watched and reloaded on change and on SIGHUP.
 ///
 /// # Errors
 ///
 /// [`Error::Bind`] when a listener address is taken or not allowed.
-pub async fn start(config: Config) -> Result<Running, Error> {
-    let config = Arc::new(config);
-    let bridge = Arc::new(Bridge::new(&config));
+pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Error> {
+    let bridge = Arc::new(Bridge::new(config));
+    let config = bridge.config();
     let public = bind("public", config.server.listen).await?;
     let admin = bind("admin", config.admin.listen).await?;
     let public_addr = local_addr(&public, "public", config.server.listen)?;
@@ -47,9 +53,10 @@ pub async fn start(config: Config) -> Result<Running, Error> {
     let app = transport::router(bridge.clone(), &config);
     spawn_listener(&bridge, "public", public, app);
     spawn_listener(&bridge, "admin", admin, admin::router(bridge.clone()));
-    bridge
-        .tasks
-        .spawn(amqp::connection::run(bridge.clone(), config.clone()));
+    bridge.tasks.spawn(amqp::connection::run(bridge.clone()));
+    if let Some(path) = path {
+        bridge.tasks.spawn(reload::watch(bridge.clone(), path));
+    }
 
     info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -1,31 +1,33 @@
 //! Keeps one RabbitMQ connection up for the life of the bridge.
 //!
-//! Each round connects, declares the topology, starts a consumer per enabled
-//! queue and waits until the connection fails or shutdown starts. After a
+//! Each round connects, applies the current configuration's queues and then
+//! follows reloads until the connection fails or shutdown starts. After a
 //! failure it reconnects with capped, jittered exponential backoff and restores
-//! everything from the configuration. Client sessions stay open meanwhile, and
-//! RabbitMQ redelivers what was not acknowledged.
+//! every exchange, queue, binding and consumer from the configuration in force.
+//! Client sessions stay open meanwhile, and RabbitMQ redelivers what was not
+//! acknowledged.
 
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Error, consumer::Consumer, topology};
+use super::{Error, queues::Queues};
 use crate::{bridge::Bridge, config::Config};
 
+/// Consumer exits waiting to be handled; each queue has at most one consumer.
+const EXIT_BACKLOG: usize = 64;
+
 /// Supervises the broker connection until `bridge.shutdown` is cancelled.
-pub async fn run(bridge: Arc<Bridge>, config: Arc<Config>) {
-    let initial = config.rabbitmq.reconnect_initial_delay;
-    let max = config.rabbitmq.reconnect_max_delay;
-    let mut delay = initial;
+pub async fn run(bridge: Arc<Bridge>) {
     let mut attempt: u32 = 0;
+    let mut delay = bridge.config().rabbitmq.reconnect_initial_delay;
     let mut was_connected = false;
 
     loop {
+        let config = bridge.config();
         let result = tokio::select! {
             () = bridge.shutdown.cancelled() => return,
             result = connect(&config) => result,
@@ -40,13 +42,16 @@ pub async fn run(bridge: Arc<Bridge>, config: Arc<Config>) {
                 }
                 was_connected = true;
                 attempt = 0;
-                delay = initial;
-                bridge.metrics.rabbitmq_connected.set(1);
-                let outcome = serve(&bridge, &config, connection).await;
-                bridge.metrics.rabbitmq_connected.set(0);
-                bridge.set_amqp_ready(false);
+                delay = config.rabbitmq.reconnect_initial_delay;
+                bridge.set_amqp_connected(true);
+                let outcome = serve(&bridge, connection).await;
+                bridge.set_amqp_connected(false);
                 match outcome {
                     Ok(()) => return,
+                    Err(Error::UrlChanged) => {
+                        info!("rabbitmq.url changed; reconnecting");
+                        continue;
+                    }
                     Err(error) => {
                         warn!(error = %error.chain(), "RabbitMQ connection lost, reconnecting")
                     }
@@ -60,56 +65,37 @@ pub async fn run(bridge: Arc<Bridge>, config: Arc<Config>) {
             }
         }
         attempt += 1;
-        let wait = jitter(delay);
         tokio::select! {
             () = bridge.shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(jitter(delay)) => {}
         }
-        delay = (delay * 2).min(max);
+        delay = (delay * 2).min(bridge.config().rabbitmq.reconnect_max_delay);
     }
 }
 
 async fn connect(config: &Config) -> Result<Connection, Error> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(concat!("stompbridge ", env!("CARGO_PKG_VERSION")).into());
-    let connection = Connection::connect(&config.rabbitmq.url, properties)
+    let name = format!(
+        "{} {}",
+        config.rabbitmq.connection_name,
+        env!("CARGO_PKG_VERSION")
+    );
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(&config.rabbitmq.url, properties)
         .await
-        .map_err(Error::Connect)?;
-    Ok(connection)
+        .map_err(Error::Connect)
 }
 
-/// Runs one connection: topology, consumers, then waits for its end. Returns
-/// `Ok` at shutdown and the cause when the connection failed.
-async fn serve(bridge: &Arc<Bridge>, config: &Config, connection: Connection) -> Result<(), Error> {
+/// Runs one connection: applies the configuration's queues, then follows
+/// reloads. Returns `Ok` at shutdown and the cause when the round ended
+/// otherwise.
+async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error> {
     let mut events = connection.events_listener();
-    topology::declare_exchanges(&connection, config)
-        .await
-        .map_err(Error::Declare)?;
-
-    let stop = CancellationToken::new();
-    let mut consumers = JoinSet::new();
-    let mut failed = 0;
-    for queue in config.queues.iter().map(|q| &q.value).filter(|q| q.enabled) {
-        let channel = connection.create_channel().await.map_err(Error::Channel)?;
-        if let Err(error) =
-            topology::declare_queue(&channel, queue, &config.rabbitmq.exchange).await
-        {
-            warn!(amqp.queue = %queue.name, error = %error, "cannot declare queue; it is not consumed");
-            failed += 1;
-            continue;
-        }
-        if !queue.auto_start {
-            debug!(amqp.queue = %queue.name, "queue declared; auto_start is off");
-            continue;
-        }
-        let consumer = Consumer::new(queue.clone(), bridge.clone());
-        let prefetch = queue.prefetch.unwrap_or(config.rabbitmq.prefetch);
-        let name = queue.name.clone();
-        let stop = stop.child_token();
-        consumers.spawn(async move { (name, consumer.run(channel, prefetch, stop).await) });
-    }
-    bridge.set_amqp_ready(failed == 0);
-    info!(consumers = consumers.len(), failed, "consuming");
+    let mut reloads = bridge.watch_config();
+    let mut config = reloads.borrow_and_update().clone();
+    let (exits_tx, mut exits) = mpsc::channel(EXIT_BACKLOG);
+    let mut queues = Queues::new(bridge.clone(), exits_tx);
+    queues.apply(&connection, &config).await;
+    info!(queues = bridge.queue_states().len(), "queues applied");
 
     let result = loop {
         tokio::select! {
@@ -119,22 +105,21 @@ async fn serve(bridge: &Arc<Bridge>, config: &Config, connection: Connection) ->
                 None => break Err(Error::Closed),
                 Some(_) => {}
             },
-            Some(joined) = consumers.join_next() => match joined {
-                Ok((name, Err(error))) => {
-                    warn!(amqp.queue = %name, error = %error, "consumer stopped");
-                    bridge.set_amqp_ready(false);
+            Ok(()) = reloads.changed() => {
+                let next = reloads.borrow_and_update().clone();
+                if next.rabbitmq.url != config.rabbitmq.url
+                    || next.rabbitmq.connection_name != config.rabbitmq.connection_name
+                {
+                    break Err(Error::UrlChanged);
                 }
-                Ok((name, Ok(()))) => {
-                    warn!(amqp.queue = %name, "consumer cancelled by RabbitMQ");
-                    bridge.set_amqp_ready(false);
-                }
-                Err(error) => warn!(error = %error, "consumer task failed"),
-            },
+                config = next;
+                queues.apply(&connection, &config).await;
+            }
+            Some(exit) = exits.recv() => queues.on_exit(exit),
         }
     };
 
-    stop.cancel();
-    while consumers.join_next().await.is_some() {}
+    queues.stop_all().await;
     // The connection is either gone or being closed for shutdown.
     let _ = connection.close(200, "stompbridge stopping".into()).await;
     result

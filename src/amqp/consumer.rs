@@ -2,30 +2,37 @@
 //! published to the router, and is acknowledged only after it was queued on
 //! every subscribed session.
 //!
-//! Deliveries are handled one at a time, so every session receives a queue's
-//! messages in the order RabbitMQ delivered them. Prefetch bounds how many
-//! RabbitMQ pushes ahead; that is the backpressure toward the broker.
+//! Every delivery ends acknowledged (delivered or dropped as a duplicate),
+//! requeued (shutdown or a failed dead-letter publish) or dead-lettered (a
+//! permanent failure, or a transient one that ran out of retries). With
+//! `concurrency: 1` deliveries are handled one at a time, so every session
+//! receives a queue's messages in the order RabbitMQ delivered them.
 
 use std::{sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::{
-    Channel,
+    BasicProperties, Channel,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
     },
-    types::FieldTable,
+    types::{AMQPValue, FieldTable, LongString},
 };
+use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::runtime::QueueRuntime;
 use crate::{
     bridge::Bridge,
-    config::QueueConfig,
-    envelope::{self, Envelope, PayloadKind},
-    handler::{Failure, Handler, Incoming, Outcome},
+    config::BodyKind,
+    destination::Context,
+    envelope::{self, Envelope, Payload, PayloadKind},
+    handler::{DropReason, Failure, Incoming, Outcome, Publication},
     metrics::QueueMetrics,
     router::Rendered,
 };
@@ -36,33 +43,60 @@ pub const FIREHOSE: &str = "/topic/queues";
 /// Content type of every body the bridge renders.
 const JSON: &str = "application/json";
 
+/// Headers added to a dead-lettered message.
+pub const REASON_HEADER: &str = "x-stompbridge-reason";
+const FAILURE_HEADER: &str = "x-stompbridge-failure";
+const QUEUE_HEADER: &str = "x-stompbridge-queue";
+const ROUTING_KEY_HEADER: &str = "x-stompbridge-routing-key";
+const ATTEMPTS_HEADER: &str = "x-stompbridge-attempts";
+
 /// The consume loop of one queue.
 #[derive(Debug)]
 pub struct Consumer {
-    queue: QueueConfig,
-    /// `/topic/queues/{name}`.
-    destination: String,
-    handler: Handler,
+    name: String,
+    runtime: watch::Receiver<Arc<QueueRuntime>>,
     bridge: Arc<Bridge>,
     metrics: QueueMetrics,
+    /// Publishes dead letters, with confirms.
+    publisher: Channel,
+}
+
+/// How one delivery ended.
+enum Settle {
+    Ack,
+    Requeue,
+    Reject,
 }
 
 // === impl Consumer ===
 
 impl Consumer {
-    pub fn new(queue: QueueConfig, bridge: Arc<Bridge>) -> Self {
-        Self {
-            destination: format!("{FIREHOSE}/{}", queue.name),
-            handler: Handler::new(queue.handler),
-            metrics: bridge.metrics.queue(&queue.name),
-            queue,
+    /// Prepares a consumer; `publisher` is put in confirm mode for dead letters.
+    ///
+    /// # Errors
+    ///
+    /// The broker's error when confirm mode cannot be enabled.
+    pub async fn new(
+        runtime: watch::Receiver<Arc<QueueRuntime>>,
+        bridge: Arc<Bridge>,
+        publisher: Channel,
+    ) -> lapin::Result<Self> {
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let name = runtime.borrow().config.name.clone();
+        Ok(Self {
+            metrics: bridge.metrics.queue(&name),
+            name,
+            runtime,
             bridge,
-        }
+            publisher,
+        })
     }
 
     /// Consumes on `channel` until `stop` is cancelled or the channel fails.
-    /// Stopping between deliveries leaves nothing unacknowledged; what RabbitMQ
-    /// pushed ahead (prefetch) is requeued when the channel closes.
+    /// Deliveries being handled finish; what RabbitMQ pushed ahead (prefetch) is
+    /// requeued when the channel closes.
     ///
     /// # Errors
     ///
@@ -71,125 +105,291 @@ impl Consumer {
         self,
         channel: Channel,
         prefetch: u16,
+        concurrency: u16,
         stop: CancellationToken,
     ) -> lapin::Result<()> {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        let tag = format!(
-            "stompbridge-{}-{:08x}",
-            self.queue.name,
-            rand::random::<u32>()
-        );
-        let mut deliveries = channel
+        let tag = format!("stompbridge-{}-{:08x}", self.name, rand::random::<u32>());
+        let deliveries = channel
             .basic_consume(
-                self.queue.name.as_str().into(),
+                self.name.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         self.bridge.metrics.rabbitmq_consumers.inc();
-        let result = loop {
-            let delivery = tokio::select! {
-                biased;
-                () = stop.cancelled() => break Ok(()),
-                delivery = deliveries.next() => delivery,
-            };
-            match delivery {
-                Some(Ok(delivery)) => {
-                    if let Err(error) = self.process(delivery).await {
-                        break Err(error);
+        self.bridge.queue_consuming(&self.name);
+
+        // The first broker error, kept while concurrent deliveries finish.
+        let failure = std::sync::Mutex::new(None);
+        let this = &self;
+        deliveries
+            .take_until(stop.cancelled())
+            .for_each_concurrent(usize::from(concurrency.max(1)), |delivery| {
+                let failure = &failure;
+                let stop = &stop;
+                async move {
+                    let result = match delivery {
+                        Ok(delivery) => this.process(delivery, stop).await,
+                        Err(error) => Err(error),
+                    };
+                    if let Err(error) = result {
+                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        first.get_or_insert(error);
                     }
                 }
-                Some(Err(error)) => break Err(error),
-                None => break Ok(()),
-            }
-        };
+            })
+            .await;
+        let failure = failure.into_inner().unwrap_or_else(|p| p.into_inner());
+
         self.bridge.metrics.rabbitmq_consumers.dec();
-        // Closing the channel hands unacknowledged prefetched messages back to
-        // RabbitMQ; after a broker error it is already closed.
+        // Closing the channels hands unacknowledged prefetched messages back to
+        // RabbitMQ. After a broker error they are already closed.
         let _ = channel.close(200, "consumer stopped".into()).await;
-        result
+        let _ = self.publisher.close(200, "consumer stopped".into()).await;
+        failure.map_or(Ok(()), Err)
     }
 
-    async fn process(&self, delivery: Delivery) -> lapin::Result<()> {
+    async fn process(&self, delivery: Delivery, stop: &CancellationToken) -> lapin::Result<()> {
+        let runtime = self.runtime.borrow().clone();
         let started = Instant::now();
         self.metrics.consumed.inc();
+        let timestamp = envelope::format_timestamp(chrono::Utc::now());
         let incoming = Incoming {
-            queue: &self.queue.name,
+            queue: &self.name,
             routing_key: delivery.routing_key.as_str(),
             body: &delivery.data,
+            properties: &delivery.properties,
             redelivered: delivery.redelivered,
+            timestamp: &timestamp,
         };
-        match self.handler.handle(&incoming).await {
-            Ok(outcome) => {
-                self.broadcast(outcome, incoming.routing_key);
-                self.metrics
-                    .delivery_latency
-                    .observe(started.elapsed().as_secs_f64());
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-            }
-            Err(Failure::Permanent(reason)) => {
-                warn!(amqp.queue = %self.queue.name, routing_key = incoming.routing_key, %reason, "message rejected");
-                let options = BasicRejectOptions { requeue: false };
-                delivery.acker.reject(options).await?;
-            }
-            Err(Failure::Transient(reason)) => {
-                warn!(amqp.queue = %self.queue.name, routing_key = incoming.routing_key, %reason, "message requeued");
+
+        let settle = self.handle(&runtime, &incoming, &delivery, stop).await;
+        let settled = match settle {
+            Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
                 let options = BasicNackOptions {
                     requeue: true,
                     ..BasicNackOptions::default()
                 };
-                delivery.acker.nack(options).await?;
+                delivery.acker.nack(options).await
+            }
+            Settle::Reject => {
+                delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await
+            }
+        };
+        self.metrics
+            .delivery_latency
+            .observe(started.elapsed().as_secs_f64());
+        settled.map(|_| ())
+    }
+
+    /// Runs the handler with retries and decides how the delivery ends.
+    async fn handle(
+        &self,
+        runtime: &QueueRuntime,
+        incoming: &Incoming<'_>,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+    ) -> Settle {
+        let retry = runtime.config.retry;
+        let mut attempt = 1;
+        loop {
+            let failure = match runtime.handler.handle(incoming).await {
+                Ok(Outcome::Publish { payload, extra }) => {
+                    self.broadcast(runtime, incoming, &payload, extra);
+                    return Settle::Ack;
+                }
+                Ok(Outcome::Drop(DropReason::Duplicate)) => {
+                    self.metrics.duplicates.inc();
+                    debug!(amqp.queue = %self.name, routing_key = incoming.routing_key, "duplicate message dropped");
+                    return Settle::Ack;
+                }
+                Err(failure) => failure,
+            };
+            self.bridge
+                .metrics
+                .handler_failure(&self.name, failure.reason);
+            if !failure.is_transient() || attempt >= retry.max_attempts {
+                return self.dead_letter(runtime, delivery, &failure, attempt).await;
+            }
+            let delay = retry
+                .initial_delay
+                .saturating_mul(2u32.saturating_pow(attempt - 1))
+                .min(retry.max_delay);
+            debug!(amqp.queue = %self.name, routing_key = incoming.routing_key, attempt, delay_ms = delay.as_millis() as u64, reason = %failure, "handler failed, retrying");
+            self.metrics.retries.inc();
+            tokio::select! {
+                () = stop.cancelled() => return Settle::Requeue,
+                () = tokio::time::sleep(delay) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Publishes the message to the queue's dead-letter exchange with the
+    /// reason in headers, or rejects it when the queue has none.
+    async fn dead_letter(
+        &self,
+        runtime: &QueueRuntime,
+        delivery: &Delivery,
+        failure: &Failure,
+        attempts: u32,
+    ) -> Settle {
+        let routing_key = delivery.routing_key.as_str();
+        let Some(exchange) = &runtime.config.dead_letter_exchange else {
+            self.metrics.rejected.inc();
+            warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, "message rejected; the queue has no dead_letter_exchange");
+            return Settle::Reject;
+        };
+        let properties = dead_letter_properties(
+            &delivery.properties,
+            &self.name,
+            routing_key,
+            failure,
+            attempts,
+        );
+        let published = async {
+            self.publisher
+                .basic_publish(
+                    exchange.as_str().into(),
+                    self.name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await
+        }
+        .await;
+        match published {
+            Ok(confirmation) if confirmation.is_ack() => {
+                self.metrics.dead_lettered.inc();
+                warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, dead_letter_exchange = %exchange, "message dead-lettered");
+                Settle::Ack
+            }
+            Ok(_) => {
+                warn!(amqp.queue = %self.name, routing_key, dead_letter_exchange = %exchange, "RabbitMQ refused the dead letter; message requeued");
+                Settle::Requeue
+            }
+            Err(error) => {
+                warn!(amqp.queue = %self.name, routing_key, dead_letter_exchange = %exchange, error = %error, "dead-lettering failed; message requeued");
+                Settle::Requeue
             }
         }
-        Ok(())
     }
 
     /// Publishes a handled message to its destinations. Bodies are rendered only
     /// for destinations that have subscribers, and once each.
-    fn broadcast(&self, outcome: Outcome, routing_key: &str) {
-        let router = &self.bridge.router;
-        if matches!(
-            outcome.payload.kind,
-            PayloadKind::Text | PayloadKind::NotUtf8
-        ) {
+    fn broadcast(
+        &self,
+        runtime: &QueueRuntime,
+        incoming: &Incoming<'_>,
+        payload: &Payload,
+        extra: Vec<Publication>,
+    ) {
+        if matches!(payload.kind, PayloadKind::Text | PayloadKind::NotUtf8) {
             self.metrics.payload_not_json.inc();
-            debug!(amqp.queue = %self.queue.name, routing_key, kind = ?outcome.payload.kind, "payload is not JSON");
+            debug!(amqp.queue = %self.name, routing_key = incoming.routing_key, kind = ?payload.kind, "payload is not JSON");
         }
+        let router = &self.bridge.router;
+        let mut envelope: Option<Bytes> = None;
+        let mut render_envelope = || {
+            envelope
+                .get_or_insert_with(|| {
+                    Envelope {
+                        queue_name: &self.name,
+                        handler_type: runtime.config.handler.as_str(),
+                        routing_key: incoming.routing_key,
+                        timestamp: incoming.timestamp,
+                        payload: &payload.json,
+                    }
+                    .render()
+                })
+                .clone()
+        };
+        let redelivered = incoming.redelivered;
         let mut queued = 0;
-        if self.queue.broadcast {
-            let to_queue = router.has_subscribers(&self.destination);
-            let to_firehose = router.has_subscribers(FIREHOSE);
-            if to_queue || to_firehose {
-                let timestamp = envelope::format_timestamp(chrono::Utc::now());
-                let body = Envelope {
-                    queue_name: &self.queue.name,
-                    handler_type: self.handler.kind().as_str(),
-                    routing_key,
-                    timestamp: &timestamp,
-                    payload: &outcome.payload.json,
-                }
-                .render();
-                if to_firehose {
-                    let firehose = Envelope::render_firehose(&self.queue.name, &body);
-                    queued += self.publish(FIREHOSE, firehose);
-                }
-                if to_queue {
-                    queued += self.publish(&self.destination, body);
-                }
+
+        if runtime.config.broadcasts() {
+            if router.has_subscribers(FIREHOSE) {
+                let firehose = Envelope::render_firehose(&self.name, &render_envelope());
+                queued += self.publish(FIREHOSE, firehose, redelivered);
+            }
+            if router.has_subscribers(&runtime.destination) {
+                queued += self.publish(&runtime.destination, render_envelope(), redelivered);
             }
         }
-        for publication in outcome.extra {
-            queued += self.publish(&publication.destination, publication.body);
+
+        let parsed = runtime
+            .uses_payload
+            .then(|| serde_json::from_str::<Value>(payload.json.get()).ok())
+            .flatten();
+        let context = Context {
+            queue: &self.name,
+            routing_key: incoming.routing_key,
+            payload: parsed.as_ref(),
+            headers: incoming.properties.headers().as_ref(),
+        };
+        for (template, body) in &runtime.templates {
+            let destination = match template.render(&context) {
+                Ok(destination) => destination,
+                Err(skip) => {
+                    self.metrics.destinations_skipped.inc();
+                    warn!(amqp.queue = %self.name, routing_key = incoming.routing_key, template = %template, reason = %skip, "destination skipped");
+                    continue;
+                }
+            };
+            if router.has_subscribers(&destination) {
+                let body = match body {
+                    BodyKind::Envelope => render_envelope(),
+                    BodyKind::Payload => Bytes::copy_from_slice(payload.json.get().as_bytes()),
+                };
+                queued += self.publish(&destination, body, redelivered);
+            }
+        }
+
+        for publication in extra {
+            if router.has_subscribers(&publication.destination) {
+                queued += self.publish(&publication.destination, publication.body, redelivered);
+            }
         }
         self.metrics.broadcast.inc();
         self.metrics.delivered.inc_by(queued);
     }
 
-    fn publish(&self, destination: &str, body: Bytes) -> u64 {
-        let message = Arc::new(Rendered::new(destination, JSON, body));
+    fn publish(&self, destination: &str, body: Bytes, redelivered: bool) -> u64 {
+        let message = Arc::new(Rendered::with_redelivered(
+            destination,
+            JSON,
+            body,
+            redelivered,
+        ));
         self.bridge.router.publish(destination, &message).queued
     }
+}
+
+/// The original properties, with headers that say where the message came from
+/// and why it could not be handled.
+fn dead_letter_properties(
+    original: &BasicProperties,
+    queue: &str,
+    routing_key: &str,
+    failure: &Failure,
+    attempts: u32,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    let text = |value: &str| AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()));
+    headers.insert(REASON_HEADER.into(), text(&failure.to_string()));
+    headers.insert(FAILURE_HEADER.into(), text(failure.reason.label()));
+    headers.insert(QUEUE_HEADER.into(), text(queue));
+    headers.insert(ROUTING_KEY_HEADER.into(), text(routing_key));
+    headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
+    original.clone().with_headers(headers)
 }

@@ -2,6 +2,8 @@
 
 pub mod connection;
 pub mod consumer;
+pub mod queues;
+pub mod runtime;
 pub mod topology;
 
 /// Why a round of the broker connection ended.
@@ -17,6 +19,8 @@ pub enum Error {
     Lost(#[source] lapin::Error),
     #[error("connection closed")]
     Closed,
+    #[error("the broker URL changed")]
+    UrlChanged,
 }
 
 impl Error {

@@ -1,17 +1,18 @@
-//! Declares what the configuration names in RabbitMQ: exchanges, queues and
-//! their bindings.
+//! Declares what the configuration names in RabbitMQ: exchanges, queues, their
+//! bindings, and the dead-letter exchanges and queues.
 //!
 //! Each queue is declared on its own channel, because RabbitMQ closes a channel
 //! on a declaration error (a queue that exists with other arguments answers
-//! PRECONDITION_FAILED), and one bad queue must not stop the others.
+//! PRECONDITION_FAILED, naming the argument), and one bad queue must not stop
+//! the others.
 
 use lapin::{
-    Channel, Connection,
+    Channel, Connection, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable, LongString},
 };
 
-use crate::config::{Config, ExchangeType, QueueConfig};
+use crate::config::{Config, DeclareMode, QueueConfig};
 
 /// Declares `name` as a durable exchange of `kind`. Exchanges named `amq.*` are
 /// reserved by RabbitMQ and only checked for existence.
@@ -23,7 +24,7 @@ use crate::config::{Config, ExchangeType, QueueConfig};
 pub async fn declare_exchange(
     channel: &Channel,
     name: &str,
-    kind: ExchangeType,
+    kind: ExchangeKind,
 ) -> lapin::Result<()> {
     let options = ExchangeDeclareOptions {
         durable: true,
@@ -31,35 +32,43 @@ pub async fn declare_exchange(
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(name.into(), kind.kind(), options, FieldTable::default())
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
         .await
 }
 
-/// Declares every exchange the configuration uses.
+/// Declares every exchange the configuration uses: the default one, the
+/// queues' own (of `rabbitmq.exchange_type`) and the dead-letter exchanges
+/// (direct, keyed by source queue name).
 ///
 /// # Errors
 ///
-/// The first declaration the broker rejected.
+/// The first declaration the broker rejected; the ones before it stay.
 pub async fn declare_exchanges(connection: &Connection, config: &Config) -> lapin::Result<()> {
-    let channel = connection.create_channel().await?;
-    let mut names = vec![config.rabbitmq.exchange.as_str()];
-    for queue in &config.queues {
-        if let Some(exchange) = &queue.value.exchange
-            && queue.value.enabled
-            && !names.contains(&exchange.as_str())
-        {
-            names.push(exchange);
+    let kind = config.rabbitmq.exchange_type.kind();
+    let mut exchanges = vec![(config.rabbitmq.exchange.as_str(), kind.clone())];
+    for queue in config.queues.iter().map(|q| &q.value).filter(|q| q.enabled) {
+        if let Some(exchange) = &queue.exchange {
+            exchanges.push((exchange, kind.clone()));
+        }
+        if let Some(exchange) = &queue.dead_letter_exchange {
+            exchanges.push((exchange, ExchangeKind::Direct));
         }
     }
-    for name in names {
-        declare_exchange(&channel, name, config.rabbitmq.exchange_type).await?;
+    let mut seen = std::collections::HashSet::new();
+    exchanges.retain(|(name, _)| seen.insert(*name));
+
+    let channel = connection.create_channel().await?;
+    for (name, kind) in exchanges {
+        declare_exchange(&channel, name, kind).await?;
     }
     // The channel is only for declarations; a failure to close it changes nothing.
     let _ = channel.close(200, "declarations done".into()).await;
     Ok(())
 }
 
-/// Declares `queue` on `channel` and binds each of its routing keys.
+/// Declares `queue` on `channel` (or checks it exists, with `declare:
+/// passive`), binds each of its routing keys on `exchange`, and declares its
+/// dead-letter queue.
 ///
 /// # Errors
 ///
@@ -67,16 +76,63 @@ pub async fn declare_exchanges(connection: &Connection, config: &Config) -> lapi
 pub async fn declare_queue(
     channel: &Channel,
     queue: &QueueConfig,
-    default_exchange: &str,
+    exchange: &str,
 ) -> lapin::Result<()> {
     let options = QueueDeclareOptions {
         durable: queue.durable,
+        passive: queue.declare == DeclareMode::Passive,
         ..QueueDeclareOptions::default()
     };
+    let mut arguments = FieldTable::default();
+    if let Some(dead_letter_exchange) = &queue.dead_letter_exchange
+        && queue.declare == DeclareMode::Create
+    {
+        // Messages rejected without the bridge's help (by RabbitMQ itself, or
+        // if the bridge cannot publish the dead letter) end up there too.
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(dead_letter_exchange),
+        );
+        arguments.insert("x-dead-letter-routing-key".into(), long_string(&queue.name));
+    }
     channel
-        .queue_declare(queue.name.as_str().into(), options, FieldTable::default())
+        .queue_declare(queue.name.as_str().into(), options, arguments)
         .await?;
-    let exchange = queue.exchange.as_deref().unwrap_or(default_exchange);
+    bind(channel, queue, exchange).await?;
+
+    if let (Some(dead_letter_exchange), Some(dead_letter_queue)) =
+        (&queue.dead_letter_exchange, &queue.dead_letter_queue)
+    {
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(
+                dead_letter_queue.as_str().into(),
+                options,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                dead_letter_queue.as_str().into(),
+                dead_letter_exchange.as_str().into(),
+                queue.name.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Binds each routing key of `queue` on `exchange`. Binding twice is harmless.
+///
+/// # Errors
+///
+/// The broker's answer to the first binding that failed.
+pub async fn bind(channel: &Channel, queue: &QueueConfig, exchange: &str) -> lapin::Result<()> {
     for routing_key in &queue.routing_key.0 {
         channel
             .queue_bind(
@@ -89,4 +145,8 @@ pub async fn declare_queue(
             .await?;
     }
     Ok(())
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
 }

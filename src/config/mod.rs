@@ -4,13 +4,16 @@
 //! file, parse it, apply environment overrides, then validate the whole result and
 //! report every problem at once.
 
+mod queue;
+pub mod reload;
 mod schema;
 mod validate;
 
 use std::{fmt, path::Path};
 
+pub use queue::*;
 pub use schema::*;
-pub use validate::Problem;
+pub use validate::{Problem, destination_segment_problem};
 
 /// Environment variable that overrides `rabbitmq.url`, so credentials can stay out
 /// of the file.
@@ -19,7 +22,7 @@ pub const AMQP_URL_ENV: &str = "STOMPBRIDGE_AMQP_URL";
 /// Reason a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {path}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         #[source]
@@ -88,13 +91,14 @@ pub fn parse(
             path: path.to_owned(),
             line: location.map_or(0, |l| l.line()),
             column: location.map_or(0, |l| l.column()),
-            message: err.without_snippet().to_string(),
+            message: strip_location(&err.without_snippet().to_string()).to_owned(),
         }
     })?;
     if let Some(url) = env(AMQP_URL_ENV).filter(|url| !url.is_empty()) {
         config.rabbitmq.url = url;
     }
-    let problems = validate::check(&config);
+    let mut problems = validate::check(&config);
+    problems.extend(validate::resolve_secrets(&mut config, &env));
     if !problems.is_empty() {
         return Err(Error::Invalid {
             path: path.to_owned(),
@@ -102,6 +106,15 @@ pub fn parse(
         });
     }
     Ok(config)
+}
+
+/// Drops the " at line L, column C" that serde-saphyr appends, since the error
+/// shows the position in front.
+fn strip_location(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(at) if message[at..].contains(", column ") => &message[..at],
+        _ => message,
+    }
 }
 
 #[cfg(test)]

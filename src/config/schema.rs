@@ -4,11 +4,12 @@
 //! typo never silently falls back to a default. Defaults live in the `DEFAULT_*`
 //! consts next to the code that applies them, or in the `Default` impls below.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::QueueConfig;
 use crate::stomp::codec::{
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEADER_LINE_BYTES, DEFAULT_MAX_HEADERS,
 };
@@ -71,6 +72,8 @@ pub struct AdminConfig {
 pub struct RabbitMqConfig {
     /// AMQP URL; the environment variable `STOMPBRIDGE_AMQP_URL` overrides it.
     pub url: String,
+    /// Name shown for the bridge's connection in the RabbitMQ management UI.
+    pub connection_name: String,
     /// Exchange that queues bind to unless they name their own. Declared durable.
     pub exchange: String,
     /// Type of every exchange the bridge declares.
@@ -154,53 +157,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// One entry of `queues`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct QueueConfig {
-    /// RabbitMQ queue name; also the `{queueName}` of `/topic/queues/{queueName}`.
-    pub name: String,
-    /// Human-readable name for logs and `check-config`.
-    #[serde(default)]
-    pub display_name: Option<String>,
-    /// Binding keys on the queue's exchange.
-    pub routing_key: RoutingKeys,
-    #[serde(default)]
-    pub handler: HandlerKind,
-    /// `false` leaves the queue alone: not declared, bound or consumed.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// `false` declares and binds the queue but does not consume it.
-    #[serde(default = "yes")]
-    pub auto_start: bool,
-    /// Exchange to bind to; defaults to `rabbitmq.exchange`.
-    #[serde(default)]
-    pub exchange: Option<String>,
-    #[serde(default = "yes")]
-    pub durable: bool,
-    /// Overrides `rabbitmq.prefetch` for this queue.
-    #[serde(default)]
-    pub prefetch: Option<u16>,
-    /// Publish the envelope on `/topic/queues/{name}` and the firehose `/topic/queues`.
-    #[serde(default = "yes")]
-    pub broadcast: bool,
-}
-
-/// A queue's handler type, as named in the envelope's `handlerType`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HandlerKind {
-    #[default]
-    Generic,
-}
-
-/// One routing key or a list of them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoutingKeys(pub Vec<String>);
-
 // === impl defaults ===
 
-fn yes() -> bool {
+pub(super) fn yes() -> bool {
     true
 }
 
@@ -236,6 +195,7 @@ impl Default for RabbitMqConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            connection_name: "stompbridge".into(),
             exchange: "amq.topic".into(),
             exchange_type: ExchangeType::Topic,
             prefetch: 256,
@@ -289,54 +249,5 @@ impl ExchangeType {
             ExchangeType::Fanout => lapin::ExchangeKind::Fanout,
             ExchangeType::Headers => lapin::ExchangeKind::Headers,
         }
-    }
-}
-
-// === impl HandlerKind ===
-
-impl HandlerKind {
-    /// Returns the name used in the YAML file and in the envelope's `handlerType`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandlerKind::Generic => "generic",
-        }
-    }
-}
-
-// === impl RoutingKeys ===
-
-impl<'de> Deserialize<'de> for RoutingKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = RoutingKeys;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a routing key or a list of routing keys")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-                Ok(RoutingKeys(vec![key.to_owned()]))
-            }
-
-            fn visit_u64<E: de::Error>(self, key: u64) -> Result<Self::Value, E> {
-                Ok(RoutingKeys(vec![key.to_string()]))
-            }
-
-            fn visit_i64<E: de::Error>(self, key: i64) -> Result<Self::Value, E> {
-                Ok(RoutingKeys(vec![key.to_string()]))
-            }
-
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut keys = Vec::new();
-                while let Some(key) = seq.next_element::<String>()? {
-                    keys.push(key);
-                }
-                Ok(RoutingKeys(keys))
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
     }
 }

@@ -6,7 +6,11 @@ use std::{collections::HashSet, fmt, str::FromStr, time::Duration};
 use lapin::uri::AMQPUri;
 use serde_saphyr::Location;
 
-use super::{Config, QueueConfig};
+use super::{
+    Config, DeclareMode, HandlerKind, QueueConfig, RetryConfig, Secret, ThresholdDirection,
+    WebhookOptions,
+};
+use crate::destination::Template;
 
 /// AMQP short strings (queue, exchange and routing key names) hold at most 255 bytes.
 const MAX_AMQP_NAME_BYTES: usize = 255;
@@ -193,11 +197,12 @@ fn check_queue(i: usize, queue: &QueueConfig, location: Option<Location>, proble
             ),
         );
     }
-    if queue.routing_key.0.is_empty() {
+    if queue.routing_key.0.is_empty() && queue.declare == DeclareMode::Create {
         problems.at(
             location,
             key("routing_key"),
-            "must name at least one routing key".into(),
+            "must name at least one routing key (only `declare: passive` queues may have none)"
+                .into(),
         );
     }
     for (k, routing_key) in queue.routing_key.0.iter().enumerate() {
@@ -209,12 +214,235 @@ fn check_queue(i: usize, queue: &QueueConfig, location: Option<Location>, proble
             );
         }
     }
-    if let Some(exchange) = &queue.exchange {
-        check_amqp_name(problems, &key("exchange"), exchange);
+    for (field, name) in [
+        ("exchange", &queue.exchange),
+        ("dead_letter_exchange", &queue.dead_letter_exchange),
+        ("dead_letter_queue", &queue.dead_letter_queue),
+    ] {
+        if let Some(name) = name {
+            check_amqp_name(problems, &key(field), name);
+        }
+    }
+    if queue.dead_letter_queue.is_some() && queue.dead_letter_exchange.is_none() {
+        problems.at(
+            location,
+            key("dead_letter_queue"),
+            "needs dead_letter_exchange to bind to".into(),
+        );
     }
     if queue.prefetch == Some(0) {
         problems.at(location, key("prefetch"), "must be greater than 0".into());
     }
+    if queue.concurrency == 0 {
+        problems.at(
+            location,
+            key("concurrency"),
+            "must be greater than 0".into(),
+        );
+    }
+    for (d, destination) in queue.destinations.iter().enumerate() {
+        if let Err(error) = Template::parse(&destination.destination) {
+            problems.at(
+                location,
+                format!("queues[{i}].destinations[{d}].destination"),
+                format!("invalid template {:?}: {error}", destination.destination),
+            );
+        }
+    }
+    check_retry(&key("retry"), &queue.retry, location, problems);
+    check_handler_options(i, queue, location, problems);
+}
+
+fn check_retry(
+    key: &str,
+    retry: &RetryConfig,
+    location: Option<Location>,
+    problems: &mut Problems,
+) {
+    if retry.max_attempts == 0 {
+        problems.at(
+            location,
+            format!("{key}.max_attempts"),
+            "must be at least 1".into(),
+        );
+    }
+    if retry.initial_delay.is_zero() {
+        problems.at(
+            location,
+            format!("{key}.initial_delay"),
+            "must be longer than 0s".into(),
+        );
+    }
+    if retry.max_delay < retry.initial_delay {
+        problems.at(
+            location,
+            format!("{key}.max_delay"),
+            "must not be shorter than initial_delay".into(),
+        );
+    }
+}
+
+/// Checks that only the selected handler has options, and that they are valid.
+fn check_handler_options(
+    i: usize,
+    queue: &QueueConfig,
+    location: Option<Location>,
+    problems: &mut Problems,
+) {
+    let key = |field: &str| format!("queues[{i}].{field}");
+    for (name, present, kind) in [
+        ("iot", queue.iot.is_some(), HandlerKind::Iot),
+        ("erp", queue.erp.is_some(), HandlerKind::Erp),
+        ("webhook", queue.webhook.is_some(), HandlerKind::Webhook),
+    ] {
+        if present && queue.handler != kind {
+            problems.at(
+                location,
+                key(name),
+                format!(
+                    "options for the {name} handler, but the handler is {}",
+                    queue.handler.as_str()
+                ),
+            );
+        }
+    }
+    if let Some(thresholds) = queue.iot.as_ref().and_then(|iot| iot.thresholds) {
+        let ordered = match thresholds.direction {
+            ThresholdDirection::Above => thresholds.critical >= thresholds.warning,
+            ThresholdDirection::Below => thresholds.critical <= thresholds.warning,
+        };
+        if !ordered || !thresholds.warning.is_finite() || !thresholds.critical.is_finite() {
+            problems.at(
+                location,
+                key("iot.thresholds"),
+                "critical must be beyond warning in the threshold direction".into(),
+            );
+        }
+    }
+    if let Some(iot) = &queue.iot
+        && let Err(error) = Template::parse(&iot.event_destination)
+    {
+        problems.at(
+            location,
+            key("iot.event_destination"),
+            format!("invalid destination: {error}"),
+        );
+    }
+    if let Some(erp) = &queue.erp {
+        if erp.window.is_zero() {
+            problems.at(location, key("erp.window"), "must be longer than 0s".into());
+        }
+        if erp.max_ids == 0 {
+            problems.at(
+                location,
+                key("erp.max_ids"),
+                "must be greater than 0".into(),
+            );
+        }
+        if erp
+            .dedup_key
+            .as_deref()
+            .is_some_and(|k| k.is_empty() || k.split('.').any(str::is_empty))
+        {
+            problems.at(
+                location,
+                key("erp.dedup_key"),
+                "must be a field name or dotted path".into(),
+            );
+        }
+    }
+    if queue.handler == HandlerKind::Webhook {
+        match &queue.webhook {
+            None => problems.at(
+                location,
+                key("webhook"),
+                "the webhook handler needs webhook.url".into(),
+            ),
+            Some(webhook) => check_webhook(i, webhook, location, problems),
+        }
+    }
+}
+
+fn check_webhook(
+    i: usize,
+    webhook: &WebhookOptions,
+    location: Option<Location>,
+    problems: &mut Problems,
+) {
+    let key = |field: &str| format!("queues[{i}].webhook.{field}");
+    match reqwest::Url::parse(&webhook.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        Ok(_) => problems.at(location, key("url"), "must be an http or https URL".into()),
+        Err(error) => problems.at(location, key("url"), format!("invalid URL: {error}")),
+    }
+    if webhook.timeout.is_zero() {
+        problems.at(location, key("timeout"), "must be longer than 0s".into());
+    }
+    if webhook.secret_env.is_some() && webhook.secret_file.is_some() {
+        problems.at(
+            location,
+            key("secret_env"),
+            "set secret_env or secret_file, not both".into(),
+        );
+    }
+    if axum::http::HeaderName::from_bytes(webhook.signature_header.as_bytes()).is_err() {
+        problems.at(
+            location,
+            key("signature_header"),
+            "is not a valid HTTP header name".into(),
+        );
+    }
+}
+
+/// Reads the webhook secrets named by `secret_env` and `secret_file` into the
+/// configuration. Returns a problem for each one that is unset or unreadable.
+pub(crate) fn resolve_secrets(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Vec<Problem> {
+    let mut problems = Problems::default();
+    for (i, queue) in config.queues.iter_mut().enumerate() {
+        let location = Some(queue.referenced);
+        let Some(webhook) = queue.value.webhook.as_mut() else {
+            continue;
+        };
+        let secret = if let Some(name) = &webhook.secret_env {
+            match env(name).filter(|value| !value.is_empty()) {
+                Some(value) => Some(value.into_bytes()),
+                None => {
+                    problems.at(
+                        location,
+                        format!("queues[{i}].webhook.secret_env"),
+                        format!("the environment variable {name} is not set or empty"),
+                    );
+                    None
+                }
+            }
+        } else if let Some(path) = &webhook.secret_file {
+            match std::fs::read(path) {
+                Ok(bytes) => Some(trim_newline(bytes)),
+                Err(error) => {
+                    problems.at(
+                        location,
+                        format!("queues[{i}].webhook.secret_file"),
+                        format!("cannot read {}: {error}", path.display()),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        webhook.secret = secret.map(|bytes| Secret(bytes.into()));
+    }
+    problems.0
+}
+
+fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    bytes
 }
 
 fn check_amqp_name(problems: &mut Problems, key: &str, name: &str) {
@@ -228,7 +456,7 @@ fn check_amqp_name(problems: &mut Problems, key: &str, name: &str) {
 /// Why `value` cannot be one segment of a destination, if it cannot: it must be a
 /// non-empty AMQP name without `/`, the wildcards `*` and `#`, whitespace or
 /// control characters.
-pub(crate) fn destination_segment_problem(value: &str) -> Option<&'static str> {
+pub fn destination_segment_problem(value: &str) -> Option<&'static str> {
     if value.is_empty() {
         Some("is empty")
     } else if value.len() > MAX_AMQP_NAME_BYTES {

@@ -8,7 +8,7 @@ use crate::{router::Rendered, stomp::Frame};
 
 fn bridge(yaml: &str) -> Arc<Bridge> {
     let config = crate::config::parse("test.yaml", yaml, |_| None).unwrap();
-    Arc::new(Bridge::new(&config))
+    Arc::new(Bridge::new(config))
 }
 
 struct Harness {

@@ -67,6 +67,8 @@ impl TestBridge {
     /// As [`TestBridge::start`], with `server_extra` (indented by two spaces)
     /// appended under `server:`.
     pub async fn start_with(queues: &[(&str, &str)], server_extra: &str, extra: &str) -> Self {
+        // reqwest, used by tests and by the webhook handler, needs a TLS provider.
+        stompbridge::install_tls_provider();
         let prefix = format!("t{:08x}", rand::random::<u32>());
         let exchange = format!("{prefix}.events");
         let mut yaml = format!(
@@ -87,7 +89,7 @@ impl TestBridge {
         let config = config::parse("test.yaml", &yaml, |_| None)
             .unwrap_or_else(|err| panic!("test config rejected: {err}\n{yaml}"));
         let (connection, channel) = amqp_channel().await;
-        let running = stompbridge::server::start(config)
+        let running = stompbridge::server::start(config, None)
             .await
             .expect("start the bridge");
         let bridge = Self {
@@ -105,7 +107,7 @@ impl TestBridge {
     /// Waits until every queue is consumed.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if self.running.bridge.is_amqp_ready() {
+            if self.running.bridge.is_ready() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
