@@ -32,8 +32,16 @@ fn example_config_is_valid() {
             ("tgm_notifications", vec!["tgm.notifications".to_string()]),
             ("tgm_erp_sync", vec!["tgm.erp.#".to_string()]),
             ("tgm_entities", vec!["tgm.entity.#".to_string()]),
+            ("tgm_webhooks", vec!["tgm.webhook.#".to_string()]),
         ]
     );
+    let handlers: Vec<_> = config
+        .queues
+        .iter()
+        .map(|q| q.value.handler.as_str())
+        .collect();
+    assert_eq!(handlers, ["iot", "generic", "erp", "entity", "webhook"]);
+    assert!(!config.queues[4].value.enabled);
 }
 
 #[test]

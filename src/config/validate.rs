@@ -403,7 +403,9 @@ pub(crate) fn resolve_secrets(
     let mut problems = Problems::default();
     for (i, queue) in config.queues.iter_mut().enumerate() {
         let location = Some(queue.referenced);
-        let Some(webhook) = queue.value.webhook.as_mut() else {
+        // A disabled queue's secret is read when a reload enables it.
+        let enabled = queue.value.enabled;
+        let Some(webhook) = queue.value.webhook.as_mut().filter(|_| enabled) else {
             continue;
         };
         let secret = if let Some(name) = &webhook.secret_env {

@@ -52,9 +52,26 @@ pub struct TestBridge {
     /// Unique per test; prefixes the exchange, queue names and routing keys.
     pub prefix: String,
     pub exchange: String,
+    /// Queues and exchanges deleted by [`TestBridge::cleanup`].
     pub queues: Vec<String>,
+    pub exchanges: Vec<String>,
     pub connection: Connection,
     pub channel: Channel,
+    /// The configuration file, for tests that reload it.
+    pub file: Option<ConfigFile>,
+}
+
+/// A configuration file in its own temporary folder.
+pub struct ConfigFile {
+    pub dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+    /// Everything but the `queues:` section.
+    pub head: String,
+}
+
+/// Returns a name prefix unique to one test.
+pub fn unique_prefix() -> String {
+    format!("t{:08x}", rand::random::<u32>())
 }
 
 impl TestBridge {
@@ -67,41 +84,97 @@ impl TestBridge {
     /// As [`TestBridge::start`], with `server_extra` (indented by two spaces)
     /// appended under `server:`.
     pub async fn start_with(queues: &[(&str, &str)], server_extra: &str, extra: &str) -> Self {
+        let prefix = unique_prefix();
+        let mut queues_yaml = String::new();
+        for (name, key) in queues {
+            queues_yaml.push_str(&format!(
+                "  - name: {prefix}_{name}\n    routing_key: \"{prefix}.{key}\"\n    durable: false\n"
+            ));
+        }
+        Self::start_yaml(prefix, server_extra, extra, &queues_yaml, false).await
+    }
+
+    /// Starts a bridge whose `queues:` section is `queues_yaml` (entries
+    /// indented by two spaces). With `file`, the configuration is written to a
+    /// file that the bridge watches.
+    pub async fn start_yaml(
+        prefix: String,
+        server_extra: &str,
+        extra: &str,
+        queues_yaml: &str,
+        file: bool,
+    ) -> Self {
         // reqwest, used by tests and by the webhook handler, needs a TLS provider.
         stompbridge::install_tls_provider();
-        let prefix = format!("t{:08x}", rand::random::<u32>());
         let exchange = format!("{prefix}.events");
-        let mut yaml = format!(
+        let head = format!(
             "server:\n  listen: 127.0.0.1:0\n{server_extra}admin:\n  listen: 127.0.0.1:0\n\
-             rabbitmq:\n  url: {}\n  exchange: {exchange}\n  reconnect_initial_delay: 100ms\n  reconnect_max_delay: 1s\n\
-             queues:\n",
+             rabbitmq:\n  url: {}\n  exchange: {exchange}\n  connection_name: {prefix}\n\
+             \x20 reconnect_initial_delay: 100ms\n  reconnect_max_delay: 1s\n{extra}",
             amqp_url()
         );
-        let mut names = Vec::new();
-        for (name, key) in queues {
-            let name = format!("{prefix}_{name}");
-            yaml.push_str(&format!(
-                "  - name: {name}\n    routing_key: \"{prefix}.{key}\"\n    durable: false\n"
-            ));
-            names.push(name);
-        }
-        yaml.push_str(extra);
-        let config = config::parse("test.yaml", &yaml, |_| None)
-            .unwrap_or_else(|err| panic!("test config rejected: {err}\n{yaml}"));
+        let yaml = format!("{head}queues:\n{queues_yaml}");
+        let (config, file) = if file {
+            let dir = tempfile::tempdir().expect("temporary folder");
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, &yaml).expect("write the configuration");
+            let config = config::load(&path)
+                .unwrap_or_else(|err| panic!("test config rejected: {err}\n{yaml}"));
+            (config, Some(ConfigFile { dir, path, head }))
+        } else {
+            let config = config::parse("test.yaml", &yaml, |_| None)
+                .unwrap_or_else(|err| panic!("test config rejected: {err}\n{yaml}"));
+            (config, None)
+        };
+        let names: Vec<String> = config.queues.iter().map(|q| q.value.name.clone()).collect();
         let (connection, channel) = amqp_channel().await;
-        let running = stompbridge::server::start(config, None)
+        let path = file.as_ref().map(|f| f.path.clone());
+        let running = stompbridge::server::start(config, path)
             .await
             .expect("start the bridge");
         let bridge = Self {
             running,
             prefix,
-            exchange,
+            exchange: exchange.clone(),
             queues: names,
+            exchanges: vec![exchange],
             connection,
             channel,
+            file,
         };
         bridge.wait_ready().await;
         bridge
+    }
+
+    /// Replaces the `queues:` section of the watched file in place.
+    pub fn write_queues(&self, queues_yaml: &str) {
+        let file = self.file.as_ref().expect("a bridge started with a file");
+        std::fs::write(&file.path, format!("{}queues:\n{queues_yaml}", file.head))
+            .expect("write the configuration");
+    }
+
+    /// Replaces the watched file as editors do: write a new file, rename it over.
+    pub fn rename_queues(&self, queues_yaml: &str) {
+        let file = self.file.as_ref().expect("a bridge started with a file");
+        let temporary = file.dir.path().join(".config.yaml.swp");
+        std::fs::write(&temporary, format!("{}queues:\n{queues_yaml}", file.head))
+            .expect("write the configuration");
+        std::fs::rename(&temporary, &file.path).expect("rename over the configuration");
+    }
+
+    /// Writes arbitrary text to the watched file.
+    pub fn write_raw(&self, text: &str) {
+        let file = self.file.as_ref().expect("a bridge started with a file");
+        std::fs::write(&file.path, text).expect("write the configuration");
+    }
+
+    /// Deletes `name` too at cleanup.
+    pub fn track_queue(&mut self, name: &str) {
+        self.queues.push(name.to_owned());
+    }
+
+    pub fn track_exchange(&mut self, name: &str) {
+        self.exchanges.push(name.to_owned());
     }
 
     /// Waits until every queue is consumed.
@@ -113,9 +186,80 @@ impl TestBridge {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "the bridge did not start consuming within 10 s; is RabbitMQ reachable at {}?",
-            amqp_url()
+            "the bridge did not start consuming within 10 s; is RabbitMQ reachable at {}? readiness: {:?}",
+            amqp_url(),
+            self.running.bridge.readiness()
         );
+    }
+
+    /// Waits until `condition` holds, failing the test after `seconds`.
+    pub async fn wait_until(&self, what: &str, seconds: u64, condition: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        while !condition(self) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Messages ready in `queue`, from a passive declare.
+    pub async fn message_count(&self, queue: &str) -> u32 {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .expect("open a channel");
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
+            .await
+            .unwrap_or_else(|err| panic!("queue {queue} does not exist: {err}"));
+        let _ = channel.close(200, "counted".into()).await;
+        declared.message_count()
+    }
+
+    /// Takes one message from `queue`, if any, acknowledging it.
+    pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        self.channel
+            .basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+    }
+
+    /// Closes the bridge's broker connection from the broker side, as
+    /// `rabbitmqctl close_connection` does during maintenance.
+    pub fn kill_broker_connection(&self) {
+        let output = std::process::Command::new("rabbitmqctl")
+            .args(["list_connections", "-q", "pid", "client_properties"])
+            .output()
+            .expect("run rabbitmqctl");
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let needle = format!("\"{} ", self.prefix);
+        let pids: Vec<&str> = listing
+            .lines()
+            .filter(|line| line.contains(&needle))
+            .filter_map(|line| line.split('\t').next())
+            .collect();
+        assert!(
+            !pids.is_empty(),
+            "no broker connection named {} in:\n{listing}",
+            self.prefix
+        );
+        for pid in pids {
+            let status = std::process::Command::new("rabbitmqctl")
+                .args(["close_connection", pid, "closed by a test"])
+                .status()
+                .expect("run rabbitmqctl");
+            assert!(status.success(), "rabbitmqctl close_connection failed");
+        }
     }
 
     pub fn queue(&self, suffix: &str) -> String {
