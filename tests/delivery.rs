@@ -1,6 +1,11 @@
 //! Messages published to the real RabbitMQ reach STOMP sessions in the
 //! documented envelope, in order, and a slow session does not hold others back.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,11 @@
 //! sockjs-client, ws and amqplib) against the `stompbridge` binary built for
 //! this test run.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 use std::{path::Path, process::Command};
 
 #[test]

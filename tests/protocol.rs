@@ -1,6 +1,11 @@
 //! STOMP over a real WebSocket connection: subprotocols, framing across and
 //! within messages, errors and limits.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 mod common;
 
 use common::{

@@ -1,6 +1,11 @@
 //! Hot reload against the real RabbitMQ: queues added, changed and removed by
 //! editing the watched file, while sessions stay connected.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 mod common;
 
 use std::time::{Duration, Instant};

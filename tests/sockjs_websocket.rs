@@ -1,6 +1,11 @@
 //! The SockJS endpoints that exist so far: greeting, `/info`, the websocket
 //! transport with SockJS framing, and raw WebSocket under the prefix.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
+
 mod common;
 
 use common::{

@@ -8,6 +8,7 @@
 //! debounced, so one save that touches the folder several times reloads once.
 
 use std::{
+    ffi::OsStr,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -53,9 +54,13 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let name = path
+        .file_name()
+        .map(OsStr::to_os_string)
+        .unwrap_or_default();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && !matches!(event.kind, EventKind::Access(_))
+            && concerns(&event, &name)
         {
             // A full channel already holds a pending reload.
             let _ = events_tx.try_send(());
@@ -64,7 +69,10 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
     let _watcher = match watcher
         .and_then(|mut w| w.watch(&folder, RecursiveMode::NonRecursive).map(|()| w))
     {
-        Ok(watcher) => Some(watcher),
+        Ok(watcher) => {
+            debug!(folder = %folder.display(), "watching the configuration folder");
+            Some(watcher)
+        }
         Err(error) => {
             warn!(folder = %folder.display(), %error, "cannot watch the configuration folder; reload with SIGHUP");
             None
@@ -92,13 +100,28 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
     }
 }
 
+/// Whether a folder event may have changed the configuration file: it names the
+/// file, or a `..`-prefixed entry (Kubernetes swaps `..data` to update a
+/// ConfigMap), or no path at all. Other files in the folder, such as a log,
+/// are ignored.
+fn concerns(event: &notify::Event, name: &OsStr) -> bool {
+    if matches!(event.kind, EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            path.file_name()
+                .is_some_and(|file| file == name || file.as_encoded_bytes().starts_with(b".."))
+        })
+}
+
 /// Reads `path` and applies it if it is valid and differs from the running one.
 pub fn reload(bridge: &Bridge, path: &Path, trigger: &str) {
     let next = match super::load(path) {
         Ok(next) => next,
         Err(error) => {
             bridge.metrics.config_reload("rejected");
-            warn!(file = %path.display(), trigger, error = %error, "configuration reload rejected; the running configuration stays");
+            warn!(file = %path.display(), trigger, error = %error, "configuration reload rejected, running configuration kept");
             return;
         }
     };

@@ -139,14 +139,21 @@ class Bridge {
 
   /** Stops the process and deletes its queues and exchange. */
   async stop() {
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    const exited = new Promise((resolve) => this.child.once('exit', (code, signal) => resolve([code, signal])));
     this.child.kill('SIGTERM');
-    await exited;
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 20000);
+    const [code, signal] = await exited.finally(() => clearTimeout(timer));
     for (const name of this.names) {
       await this.channel.deleteQueue(name).catch(() => {});
     }
     await this.channel.deleteExchange(this.exchange).catch(() => {});
     await this.connection.close().catch(() => {});
+    if (signal === 'SIGKILL') {
+      throw new Error(`stompbridge did not exit within 20 s of SIGTERM:\n${this.logs.slice(-30).join('\n')}`);
+    }
+    if (code !== 0) {
+      throw new Error(`stompbridge exited with ${code} after SIGTERM:\n${this.logs.slice(-30).join('\n')}`);
+    }
   }
 }
 
