@@ -146,9 +146,16 @@ async fn wait_for_signal() -> std::io::Result<()> {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+        // lapin logs every connection loss at error level, which the bridge
+        // already reports once as a warning with the cause.
+        if level.contains("lapin") {
+            filter
+        } else {
+            filter.add_directive("lapin=off".parse().expect("a valid directive"))
+        }
+    });
     // Colors only on a terminal, so files and journald get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

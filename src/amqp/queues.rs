@@ -265,7 +265,11 @@ impl Queues {
     }
 
     /// Stops every consumer and waits for deliveries being handled to finish.
+    /// The queues count as starting until the next connection applies them.
     pub async fn stop_all(&mut self) {
+        for name in self.active.keys() {
+            self.bridge.set_queue_state(name, QueueState::Starting);
+        }
         let active: Vec<Active> = self.active.drain().map(|(_, active)| active).collect();
         for active in &active {
             if let Some(consumer) = &active.consumer {
