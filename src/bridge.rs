@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    auth::{AccessRules, Authenticator},
     config::Config,
     metrics::Metrics,
     router::Router,
@@ -30,6 +31,11 @@ pub struct Bridge {
     /// The configuration in force; reloads replace it.
     config: watch::Sender<Arc<Config>>,
     settings: ArcSwap<SessionSettings>,
+    /// Checks CONNECT frames; rebuilt with each applied configuration.
+    authenticator: ArcSwap<Authenticator>,
+    access: ArcSwap<AccessRules>,
+    /// Confirm-mode channel for client SENDs, while RabbitMQ is connected.
+    publisher: Mutex<Option<lapin::Channel>>,
     /// One permit per open client connection; `limits.max_sessions` in all.
     pub connections: Arc<Semaphore>,
     /// Cancelled when shutdown starts.
@@ -37,6 +43,8 @@ pub struct Bridge {
     /// Every connection and background task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     amqp_connected: AtomicBool,
+    /// Whether the configuration file watch is in place.
+    pub config_watched: AtomicBool,
     queues: Mutex<BTreeMap<String, QueueState>>,
     next_session: AtomicU64,
 }
@@ -68,21 +76,32 @@ pub struct Readiness {
 // === impl Bridge ===
 
 impl Bridge {
-    pub fn new(config: Config) -> Self {
+    /// Creates the shared state for a validated configuration.
+    ///
+    /// # Errors
+    ///
+    /// A message when the authentication or access settings cannot be built;
+    /// validation rules that out for a loaded configuration.
+    pub fn new(config: Config) -> Result<Self, String> {
         let settings = SessionSettings::from_config(&config);
+        let (authenticator, access) = security(&config)?;
         let max_sessions = config.limits.max_sessions;
-        Self {
+        Ok(Self {
             router: Router::new(),
             metrics: Metrics::new(),
             config: watch::Sender::new(Arc::new(config)),
             settings: ArcSwap::from_pointee(settings),
+            authenticator: ArcSwap::from_pointee(authenticator),
+            access: ArcSwap::from_pointee(access),
+            publisher: Mutex::default(),
             connections: Arc::new(Semaphore::new(max_sessions)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             amqp_connected: AtomicBool::new(false),
+            config_watched: AtomicBool::new(false),
             queues: Mutex::default(),
             next_session: AtomicU64::new(1),
-        }
+        })
     }
 
     /// The configuration in force.
@@ -96,11 +115,41 @@ impl Bridge {
     }
 
     /// Puts a new configuration in force: sessions starting from now use its
-    /// settings, and the broker side applies its queues.
-    pub fn apply_config(&self, config: Arc<Config>) {
+    /// settings, every session uses its access rules from the next frame, and
+    /// the broker side applies its queues.
+    ///
+    /// # Errors
+    ///
+    /// A message when its authentication or access settings cannot be built;
+    /// the running configuration then stays.
+    pub fn apply_config(&self, config: Arc<Config>) -> Result<(), String> {
+        let (authenticator, access) = security(&config)?;
+        self.authenticator.store(Arc::new(authenticator));
+        self.access.store(Arc::new(access));
         self.settings
             .store(Arc::new(SessionSettings::from_config(&config)));
         self.config.send_replace(config);
+        Ok(())
+    }
+
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.authenticator.load_full()
+    }
+
+    pub fn access(&self) -> Arc<AccessRules> {
+        self.access.load_full()
+    }
+
+    /// The channel for client SENDs, or `None` while RabbitMQ is away.
+    pub fn publisher(&self) -> Option<lapin::Channel> {
+        self.publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_publisher(&self, channel: Option<lapin::Channel>) {
+        *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = channel;
     }
 
     /// Settings for a session starting now.
@@ -175,4 +224,11 @@ impl Bridge {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn security(config: &Config) -> Result<(Authenticator, AccessRules), String> {
+    let authenticator = Authenticator::new(&config.auth)?;
+    let access = AccessRules::new(&config.access)
+        .map_err(|(i, error)| format!("access[{i}].destination: {error}"))?;
+    Ok((authenticator, access))
 }

@@ -5,7 +5,10 @@
 //! disconnect metric. Reasons marked as retryable tell clients that reconnecting
 //! later is expected to work; the others point at a client bug or a policy.
 
-use crate::stomp::DecodeError;
+use crate::{
+    auth::{Action, AuthError},
+    stomp::DecodeError,
+};
 
 /// Why a session ended.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,13 +50,26 @@ pub enum Disconnect {
     /// SockJS: a message that is not a JSON string or array of strings.
     #[error("broken JSON encoding")]
     BrokenJson,
+    /// CONNECT without a valid token under `auth.anonymous: deny`, or a
+    /// rejected token refresh.
+    #[error("authentication failed: {0}")]
+    AuthFailed(AuthError),
+    /// The session's token expired.
+    #[error("token expired")]
+    TokenExpired,
+    /// An access rule denied a SUBSCRIBE or SEND.
+    #[error("access denied: {action} to {destination}", action = .0.as_str(), destination = .1)]
+    AccessDenied(Action, String),
+    /// A SEND could not be published to RabbitMQ; the text says why.
+    #[error("SEND failed: {0}")]
+    SendFailed(String),
 }
 
 // === impl Disconnect ===
 
 impl Disconnect {
     /// Every metric label, so the disconnect counter can be pre-registered.
-    pub const LABELS: [&'static str; 12] = [
+    pub const LABELS: [&'static str; 16] = [
         "client_disconnect",
         "transport_closed",
         "malformed_frame",
@@ -66,6 +82,10 @@ impl Disconnect {
         "too_many_subscriptions",
         "shutdown",
         "broken_json",
+        "auth_failed",
+        "token_expired",
+        "access_denied",
+        "send_failed",
     ];
 
     /// The `reason` label of `stompbridge_disconnects_total`.
@@ -88,6 +108,10 @@ impl Disconnect {
             Disconnect::TooManySubscriptions(_) => 9,
             Disconnect::Shutdown => 10,
             Disconnect::BrokenJson => 11,
+            Disconnect::AuthFailed(_) => 12,
+            Disconnect::TokenExpired => 13,
+            Disconnect::AccessDenied(..) => 14,
+            Disconnect::SendFailed(_) => 15,
         }
     }
 
@@ -110,6 +134,8 @@ impl Disconnect {
                 | Disconnect::SlowConsumer
                 | Disconnect::WriteTimeout
                 | Disconnect::Shutdown
+                | Disconnect::TokenExpired
+                | Disconnect::SendFailed(_)
         )
     }
 
@@ -126,8 +152,11 @@ impl Disconnect {
             | Disconnect::BrokenJson => 1002,
             Disconnect::ConnectTimeout
             | Disconnect::HeartbeatTimeout
-            | Disconnect::TooManySubscriptions(_) => 1008,
-            Disconnect::SlowConsumer | Disconnect::WriteTimeout => 1011,
+            | Disconnect::TooManySubscriptions(_)
+            | Disconnect::AuthFailed(_)
+            | Disconnect::TokenExpired
+            | Disconnect::AccessDenied(..) => 1008,
+            Disconnect::SlowConsumer | Disconnect::WriteTimeout | Disconnect::SendFailed(_) => 1011,
         }
     }
 
@@ -160,6 +189,10 @@ mod tests {
             Disconnect::TooManySubscriptions(1),
             Disconnect::Shutdown,
             Disconnect::BrokenJson,
+            Disconnect::AuthFailed(AuthError::Expired),
+            Disconnect::TokenExpired,
+            Disconnect::AccessDenied(Action::Send, "/x".into()),
+            Disconnect::SendFailed("x".into()),
         ];
         for (i, reason) in samples.iter().enumerate() {
             assert_eq!(reason.index(), i);

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod amqp;
+pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod destination;

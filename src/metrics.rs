@@ -9,7 +9,12 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::{disconnect::Disconnect, handler::FailureReason, stomp::Command};
+use crate::{
+    auth::{Action, AuthError},
+    disconnect::Disconnect,
+    handler::FailureReason,
+    stomp::{Command, DecodeError},
+};
 
 const PREFIX: &str = "stompbridge";
 
@@ -20,6 +25,53 @@ pub enum Transport {
     WebSocket,
     /// SockJS over WebSocket, with SockJS framing.
     SockJsWebSocket,
+}
+
+/// Limits a client can exceed, as the `limit` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    FrameBytes,
+    Headers,
+    HeaderLineBytes,
+    Subscriptions,
+    Sessions,
+    ConnectTimeout,
+    Outbox,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Limit::FrameBytes,
+        Limit::Headers,
+        Limit::HeaderLineBytes,
+        Limit::Subscriptions,
+        Limit::Sessions,
+        Limit::ConnectTimeout,
+        Limit::Outbox,
+    ];
+
+    /// The label value, named after the `limits.*` setting.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::FrameBytes => "max_frame_bytes",
+            Limit::Headers => "max_headers",
+            Limit::HeaderLineBytes => "max_header_line_bytes",
+            Limit::Subscriptions => "max_subscriptions_per_session",
+            Limit::Sessions => "max_sessions",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::Outbox => "outbox_frames",
+        }
+    }
+
+    /// The limit a decoding error reports, if it is one.
+    pub fn of_decode_error(error: &DecodeError) -> Option<Limit> {
+        match error {
+            DecodeError::FrameTooLarge { .. } => Some(Limit::FrameBytes),
+            DecodeError::TooManyHeaders { .. } => Some(Limit::Headers),
+            DecodeError::HeaderLineTooLong { .. } => Some(Limit::HeaderLineBytes),
+            _ => None,
+        }
+    }
 }
 
 /// Counters resolved for one queue, so the consume loop does no label lookups.
@@ -60,6 +112,11 @@ pub struct Metrics {
     handler_failures: IntCounterVec,
     delivery_latency: HistogramVec,
     config_reloads: IntCounterVec,
+    auth_failures: Vec<IntCounter>,
+    access_denied: IntCounterVec,
+    limits_exceeded: IntCounterVec,
+    pub connections_rejected: IntCounterVec,
+    sends: IntCounterVec,
     pub rabbitmq_connected: IntGauge,
     pub rabbitmq_reconnects_total: IntCounter,
     pub rabbitmq_consumers: IntGauge,
@@ -133,7 +190,47 @@ impl Metrics {
             0.5, 1.0,
         ];
 
+        let auth_failures = r.counter_vec(
+            "auth_failures_total",
+            "Tokens rejected on CONNECT or refresh, by reason",
+            &["reason"],
+        );
+        let access_denied = r.counter_vec(
+            "access_denied_total",
+            "SUBSCRIBE and SEND frames denied by the access rules, by action",
+            &["action"],
+        );
+        let limits_exceeded = r.counter_vec(
+            "limits_exceeded_total",
+            "Clients that exceeded a limit, by limit",
+            &["limit"],
+        );
+        for limit in Limit::ALL {
+            limits_exceeded.with_label_values(&[limit.label()]);
+        }
+        let connections_rejected = r.counter_vec(
+            "connections_rejected_total",
+            "Connection attempts refused before a session started, by reason",
+            &["reason"],
+        );
+        for reason in ["origin", "max_sessions"] {
+            connections_rejected.with_label_values(&[reason]);
+        }
+        let sends = r.counter_vec(
+            "sends_total",
+            "Client SEND frames published to RabbitMQ, by result",
+            &["result"],
+        );
+        for result in ["confirmed", "failed"] {
+            sends.with_label_values(&[result]);
+        }
+
         Self {
+            auth_failures: per_label(&auth_failures, AuthError::ALL.map(AuthError::label)),
+            access_denied,
+            limits_exceeded,
+            connections_rejected,
+            sends,
             frames_received: per_label(&frames_received, Command::ALL.map(Command::as_str)),
             frames_sent: per_label(&frames_sent, Command::ALL.map(Command::as_str)),
             disconnects: per_label(&disconnects, Disconnect::LABELS),
@@ -247,6 +344,28 @@ impl Metrics {
     /// Counts one configuration reload: `applied`, `unchanged` or `rejected`.
     pub fn config_reload(&self, result: &'static str) {
         self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    pub fn auth_failure(&self, reason: AuthError) {
+        // AuthError::ALL lists the variants in declaration order.
+        self.auth_failures[reason as usize].inc();
+    }
+
+    pub fn access_denied(&self, action: Action) {
+        self.access_denied
+            .with_label_values(&[action.as_str()])
+            .inc();
+    }
+
+    pub fn limit_exceeded(&self, limit: Limit) {
+        self.limits_exceeded
+            .with_label_values(&[limit.label()])
+            .inc();
+    }
+
+    /// Counts a SEND by result: `confirmed` or `failed`.
+    pub fn send(&self, result: &'static str) {
+        self.sends.with_label_values(&[result]).inc();
     }
 
     pub fn frame_received(&self, command: Command) {

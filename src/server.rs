@@ -16,6 +16,8 @@ use crate::{
 /// Error that stops the bridge from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot listen on {addr} ({listener})")]
     Bind {
         listener: &'static str,
@@ -43,7 +45,7 @@ pub struct Running {
 ///
 /// [`Error::Bind`] when a listener address is taken or not allowed.
 pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Error> {
-    let bridge = Arc::new(Bridge::new(config));
+    let bridge = Arc::new(Bridge::new(config).map_err(Error::Config)?);
     let config = bridge.config();
     let public = bind("public", config.server.listen).await?;
     let admin = bind("admin", config.admin.listen).await?;

@@ -25,6 +25,7 @@ fn check_config(text: &str) -> (bool, String, String) {
     std::fs::write(&path, text).unwrap();
     let output = Command::new(BIN)
         .args(["check-config", path.to_str().unwrap()])
+        .env("STOMPBRIDGE_JWT_SECRET", "test-secret")
         .output()
         .unwrap();
     (
@@ -84,6 +85,30 @@ queues:
         );
     }
     assert!(stderr.contains("4 invalid setting(s)"), "{stderr}");
+}
+
+#[test]
+fn check_config_names_a_missing_jwt_secret() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    for value in [None, Some("")] {
+        let mut command = Command::new(BIN);
+        command.args(["check-config", path.to_str().unwrap()]);
+        match value {
+            Some(value) => command.env("STOMPBRIDGE_JWT_SECRET", value),
+            None => command.env_remove("STOMPBRIDGE_JWT_SECRET"),
+        };
+        let output = command.output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("auth.jwt.secret_env") && stderr.contains("STOMPBRIDGE_JWT_SECRET"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

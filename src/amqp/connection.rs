@@ -95,6 +95,12 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
     let (exits_tx, mut exits) = mpsc::channel(EXIT_BACKLOG);
     let mut queues = Queues::new(bridge.clone(), exits_tx);
     queues.apply(&connection, &config).await;
+    match open_publisher(&connection).await {
+        Ok(channel) => bridge.set_publisher(Some(channel)),
+        Err(error) => {
+            warn!(%error, "cannot open the channel for client SENDs; they fail until a reconnect")
+        }
+    }
     info!(queues = bridge.queue_states().len(), "queues applied");
 
     let result = loop {
@@ -119,10 +125,20 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
         }
     };
 
+    bridge.set_publisher(None);
     queues.stop_all().await;
     // The connection is either gone or being closed for shutdown.
     let _ = connection.close(200, "stompbridge stopping".into()).await;
     result
+}
+
+/// Opens the confirm-mode channel that client SENDs are published on.
+async fn open_publisher(connection: &Connection) -> lapin::Result<lapin::Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Spreads reconnects of many bridges over time: a random delay between half

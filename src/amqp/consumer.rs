@@ -35,6 +35,7 @@ use crate::{
     handler::{DropReason, Failure, Incoming, Outcome, Publication},
     metrics::QueueMetrics,
     router::Rendered,
+    session::subscribe::{USER_PREFIX, user_route},
 };
 
 /// The firehose destination that carries every broadcast queue's messages.
@@ -356,8 +357,24 @@ impl Consumer {
         }
 
         for publication in extra {
-            if router.has_subscribers(&publication.destination) {
-                queued += self.publish(&publication.destination, publication.body, redelivered);
+            let Some(user) = &publication.user else {
+                if router.has_subscribers(&publication.destination) {
+                    queued += self.publish(&publication.destination, publication.body, redelivered);
+                }
+                continue;
+            };
+            // Routed under the user's key; the MESSAGE names the destination the
+            // client subscribed to.
+            let route = user_route(user, &publication.destination);
+            if router.has_subscribers(&route) {
+                let shown = format!("{USER_PREFIX}{}", publication.destination);
+                let message = Arc::new(Rendered::with_redelivered(
+                    &shown,
+                    JSON,
+                    publication.body,
+                    redelivered,
+                ));
+                queued += router.publish(&route, &message).queued;
             }
         }
         self.metrics.broadcast.inc();

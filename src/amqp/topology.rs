@@ -37,15 +37,19 @@ pub async fn declare_exchange(
 }
 
 /// Declares every exchange the configuration uses: the default one, the
-/// queues' own (of `rabbitmq.exchange_type`) and the dead-letter exchanges
-/// (direct, keyed by source queue name).
+/// application exchange for client SENDs, the queues' own (all of
+/// `rabbitmq.exchange_type`) and the dead-letter exchanges (direct, keyed by
+/// source queue name).
 ///
 /// # Errors
 ///
 /// The first declaration the broker rejected; the ones before it stay.
 pub async fn declare_exchanges(connection: &Connection, config: &Config) -> lapin::Result<()> {
     let kind = config.rabbitmq.exchange_type.kind();
-    let mut exchanges = vec![(config.rabbitmq.exchange.as_str(), kind.clone())];
+    let mut exchanges = vec![
+        (config.rabbitmq.exchange.as_str(), kind.clone()),
+        (config.rabbitmq.app_exchange.as_str(), kind.clone()),
+    ];
     for queue in config.queues.iter().map(|q| &q.value).filter(|q| q.enabled) {
         if let Some(exchange) = &queue.exchange {
             exchanges.push((exchange, kind.clone()));

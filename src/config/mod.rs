@@ -4,6 +4,7 @@
 //! file, parse it, apply environment overrides, then validate the whole result and
 //! report every problem at once.
 
+mod auth;
 mod queue;
 pub mod reload;
 mod schema;
@@ -11,6 +12,7 @@ mod validate;
 
 use std::{fmt, path::Path};
 
+pub use auth::*;
 pub use queue::*;
 pub use schema::*;
 pub use validate::{Problem, destination_segment_problem};

@@ -69,6 +69,8 @@ pub struct QueueConfig {
     pub erp: Option<ErpOptions>,
     #[serde(default)]
     pub webhook: Option<WebhookOptions>,
+    #[serde(default)]
+    pub notification: Option<NotificationOptions>,
 }
 
 /// A queue's handler type, as named in the envelope's `handlerType`.
@@ -81,6 +83,7 @@ pub enum HandlerKind {
     Erp,
     Webhook,
     Entity,
+    Notification,
 }
 
 /// How the bridge declares a queue.
@@ -174,6 +177,29 @@ pub struct ErpOptions {
     pub max_ids: usize,
 }
 
+/// `notification`: options of the `notification` handler.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationOptions {
+    /// Payload field naming one recipient (a string or a number).
+    pub user_field: String,
+    /// Payload field naming several recipients (a list).
+    pub users_field: String,
+    /// Where each recipient's sessions receive it: a session of user U
+    /// subscribed to `/user{user_destination}` gets what is sent to U here.
+    pub user_destination: String,
+}
+
+impl Default for NotificationOptions {
+    fn default() -> Self {
+        Self {
+            user_field: "userId".into(),
+            users_field: "userIds".into(),
+            user_destination: "/queue/notifications".into(),
+        }
+    }
+}
+
 /// `webhook`: options of the `webhook` handler.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -254,8 +280,10 @@ impl Default for ErpOptions {
 
 impl QueueConfig {
     /// Whether the envelope goes to `/topic/queues/{name}` and `/topic/queues`.
+    /// Notifications are private, so their queues do not unless they say so.
     pub fn broadcasts(&self) -> bool {
-        self.broadcast.unwrap_or(true)
+        self.broadcast
+            .unwrap_or(self.handler != HandlerKind::Notification)
     }
 }
 
@@ -270,6 +298,7 @@ impl HandlerKind {
             HandlerKind::Erp => "erp",
             HandlerKind::Webhook => "webhook",
             HandlerKind::Entity => "entity",
+            HandlerKind::Notification => "notification",
         }
     }
 }

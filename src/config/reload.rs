@@ -70,6 +70,9 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
         .and_then(|mut w| w.watch(&folder, RecursiveMode::NonRecursive).map(|()| w))
     {
         Ok(watcher) => {
+            bridge
+                .config_watched
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             debug!(folder = %folder.display(), "watching the configuration folder");
             Some(watcher)
         }
@@ -135,7 +138,11 @@ pub fn reload(bridge: &Bridge, path: &Path, trigger: &str) {
     for setting in &changes.need_restart {
         warn!(setting, "setting changed; it takes effect after a restart");
     }
-    bridge.apply_config(Arc::new(next));
+    if let Err(error) = bridge.apply_config(Arc::new(next)) {
+        bridge.metrics.config_reload("rejected");
+        warn!(file = %path.display(), trigger, %error, "configuration reload rejected, running configuration kept");
+        return;
+    }
     bridge.metrics.config_reload("applied");
     info!(
         file = %path.display(),

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, time::Duration};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::QueueConfig;
+use super::{AccessRule, AuthConfig, QueueConfig};
 use crate::stomp::codec::{
     DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEADER_LINE_BYTES, DEFAULT_MAX_HEADERS,
 };
@@ -28,6 +28,11 @@ pub struct Config {
     pub stomp: StompConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Who may subscribe or send where; tried before the default rules.
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -76,6 +81,9 @@ pub struct RabbitMqConfig {
     pub connection_name: String,
     /// Exchange that queues bind to unless they name their own. Declared durable.
     pub exchange: String,
+    /// Exchange that client SENDs to `/app/{name}` are published to, with
+    /// routing key `{name}`. Declared durable, of `exchange_type`.
+    pub app_exchange: String,
     /// Type of every exchange the bridge declares.
     pub exchange_type: ExchangeType,
     /// Unacknowledged deliveries RabbitMQ may push per queue consumer.
@@ -197,6 +205,7 @@ impl Default for RabbitMqConfig {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             connection_name: "stompbridge".into(),
             exchange: "amq.topic".into(),
+            app_exchange: "stompbridge.app".into(),
             exchange_type: ExchangeType::Topic,
             prefetch: 256,
             reconnect_initial_delay: Duration::from_millis(500),

@@ -15,7 +15,15 @@ fn parse_ok(text: &str) -> Config {
 
 #[test]
 fn example_config_is_valid() {
-    let config = parse_ok(include_str!("../../config.example.yaml"));
+    let env = |name: &str| (name == JWT_SECRET_ENV).then(|| "test-secret".to_string());
+    let config = match parse(
+        "config.example.yaml",
+        include_str!("../../config.example.yaml"),
+        env,
+    ) {
+        Ok(config) => config,
+        Err(err) => panic!("example rejected: {err}"),
+    };
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:1337");
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9464");
     assert_eq!(config.rabbitmq.exchange, "tgm.events");
@@ -30,6 +38,7 @@ fn example_config_is_valid() {
         [
             ("tgm_iot", vec!["tgm.iot".to_string()]),
             ("tgm_notifications", vec!["tgm.notifications".to_string()]),
+            ("tgm_calendar", vec!["tgm.calendar".to_string()]),
             ("tgm_erp_sync", vec!["tgm.erp.#".to_string()]),
             ("tgm_entities", vec!["tgm.entity.#".to_string()]),
             ("tgm_webhooks", vec!["tgm.webhook.#".to_string()]),
@@ -40,8 +49,44 @@ fn example_config_is_valid() {
         .iter()
         .map(|q| q.value.handler.as_str())
         .collect();
-    assert_eq!(handlers, ["iot", "generic", "erp", "entity", "webhook"]);
-    assert!(!config.queues[4].value.enabled);
+    assert_eq!(
+        handlers,
+        [
+            "iot",
+            "notification",
+            "notification",
+            "erp",
+            "entity",
+            "webhook"
+        ]
+    );
+    assert!(!config.queues[5].value.enabled);
+    assert_eq!(
+        config
+            .auth
+            .jwt
+            .as_ref()
+            .unwrap()
+            .keys
+            .secret
+            .as_ref()
+            .unwrap()
+            .0
+            .as_ref(),
+        b"test-secret"
+    );
+}
+
+#[test]
+fn example_config_needs_the_jwt_secret() {
+    let err = parse(
+        "config.example.yaml",
+        include_str!("../../config.example.yaml"),
+        no_env,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("STOMPBRIDGE_JWT_SECRET"), "{text}");
 }
 
 #[test]

@@ -7,8 +7,8 @@ use lapin::uri::AMQPUri;
 use serde_saphyr::Location;
 
 use super::{
-    Config, DeclareMode, HandlerKind, QueueConfig, RetryConfig, Secret, ThresholdDirection,
-    WebhookOptions,
+    AnonymousPolicy, Config, DeclareMode, HandlerKind, QueueConfig, RetryConfig, Secret,
+    ThresholdDirection, WebhookOptions,
 };
 use crate::destination::Template;
 
@@ -294,6 +294,11 @@ fn check_handler_options(
         ("iot", queue.iot.is_some(), HandlerKind::Iot),
         ("erp", queue.erp.is_some(), HandlerKind::Erp),
         ("webhook", queue.webhook.is_some(), HandlerKind::Webhook),
+        (
+            "notification",
+            queue.notification.is_some(),
+            HandlerKind::Notification,
+        ),
     ] {
         if present && queue.handler != kind {
             problems.at(
@@ -351,6 +356,19 @@ fn check_handler_options(
             );
         }
     }
+    if let Some(notification) = &queue.notification {
+        let destination = &notification.user_destination;
+        if !destination.starts_with('/')
+            || destination.starts_with("/user/")
+            || Template::parse(destination).is_err()
+        {
+            problems.at(
+                location,
+                key("notification.user_destination"),
+                format!("{destination:?} must be a destination such as /queue/notifications, without the /user prefix"),
+            );
+        }
+    }
     if queue.handler == HandlerKind::Webhook {
         match &queue.webhook {
             None => problems.at(
@@ -394,13 +412,15 @@ fn check_webhook(
     }
 }
 
-/// Reads the webhook secrets named by `secret_env` and `secret_file` into the
-/// configuration. Returns a problem for each one that is unset or unreadable.
+/// Reads the secrets and keys that the configuration names by environment
+/// variable or file into it. Returns a problem for each one that is unset,
+/// unreadable or unusable.
 pub(crate) fn resolve_secrets(
     config: &mut Config,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Vec<Problem> {
     let mut problems = Problems::default();
+    resolve_jwt_keys(config, env, &mut problems);
     for (i, queue) in config.queues.iter_mut().enumerate() {
         let location = Some(queue.referenced);
         // A disabled queue's secret is read when a reload enables it.
@@ -438,6 +458,82 @@ pub(crate) fn resolve_secrets(
         webhook.secret = secret.map(|bytes| Secret(bytes.into()));
     }
     problems.0
+}
+
+/// Reads `auth.jwt`'s secret and key files, then builds the validator once to
+/// report unusable keys at load time rather than at the first CONNECT.
+fn resolve_jwt_keys(
+    config: &mut Config,
+    env: &impl Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) {
+    if let Some(jwt) = config.auth.jwt.as_mut() {
+        if jwt.secret_env.is_some() && jwt.secret_file.is_some() {
+            problems.add(
+                "auth.jwt.secret_env",
+                "set secret_env or secret_file, not both".into(),
+            );
+        }
+        if let Some(name) = &jwt.secret_env {
+            match env(name).filter(|value| !value.is_empty()) {
+                Some(value) => jwt.keys.secret = Some(Secret(value.into_bytes().into())),
+                None => problems.add(
+                    "auth.jwt.secret_env",
+                    format!("the environment variable {name} is not set or empty; set it to the HMAC secret"),
+                ),
+            }
+        }
+        let files = [
+            (
+                "auth.jwt.secret_file",
+                &jwt.secret_file,
+                &mut jwt.keys.secret,
+                true,
+            ),
+            (
+                "auth.jwt.public_key_file",
+                &jwt.public_key_file,
+                &mut jwt.keys.public_key_pem,
+                false,
+            ),
+            (
+                "auth.jwt.jwks_file",
+                &jwt.jwks_file,
+                &mut jwt.keys.jwks_json,
+                false,
+            ),
+        ];
+        for (key, path, slot, trim) in files {
+            let Some(path) = path else { continue };
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    *slot = Some(Secret(
+                        if trim { trim_newline(bytes) } else { bytes }.into(),
+                    ))
+                }
+                Err(error) => problems.add(key, format!("cannot read {}: {error}", path.display())),
+            }
+        }
+    }
+    if problems.0.is_empty()
+        && let Err(error) = crate::auth::Authenticator::new(&config.auth)
+    {
+        problems.add("auth.jwt", error);
+    }
+    if config.auth.anonymous == AnonymousPolicy::Deny && config.auth.jwt.is_none() {
+        problems.add(
+            "auth.anonymous",
+            "deny needs auth.jwt, or no client could connect".into(),
+        );
+    }
+    if let Err((i, error)) = crate::auth::AccessRules::new(&config.access)
+        && i < config.access.len()
+    {
+        problems.add(
+            format!("access[{i}].destination"),
+            format!("invalid pattern: {error}"),
+        );
+    }
 }
 
 fn trim_newline(mut bytes: Vec<u8>) -> Vec<u8> {

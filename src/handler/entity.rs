@@ -59,10 +59,12 @@ pub(super) fn handle(message: &Incoming<'_>) -> Result<Outcome, Failure> {
         Publication {
             destination: ENTITIES.into(),
             body: body.clone(),
+            user: None,
         },
         Publication {
             destination: format!("{ENTITIES}/{resource}"),
             body,
+            user: None,
         },
     ];
     Ok(Outcome::Publish { payload, extra })

@@ -52,6 +52,7 @@ impl Iot {
         let event = Publication {
             destination: self.options.event_destination.clone(),
             body: payload.json.get().as_bytes().to_vec().into(),
+            user: None,
         };
         Ok(Outcome::Publish {
             payload,

@@ -10,6 +10,7 @@ pub mod entity;
 mod erp;
 mod generic;
 mod iot;
+mod notification;
 pub mod webhook;
 
 use bytes::Bytes;
@@ -57,6 +58,9 @@ pub enum DropReason {
 pub struct Publication {
     pub destination: String,
     pub body: Bytes,
+    /// For a user destination: the recipient, whose sessions subscribed to
+    /// `/user{destination}` receive it.
+    pub user: Option<String>,
 }
 
 /// A handler failure.
@@ -91,6 +95,7 @@ pub enum Handler {
     Erp(erp::Erp),
     Webhook(webhook::Webhook),
     Entity,
+    Notification(notification::Notification),
 }
 
 // === impl Failure ===
@@ -170,6 +175,9 @@ impl Handler {
                 Handler::Webhook(webhook::Webhook::new(options)?)
             }
             HandlerKind::Entity => Handler::Entity,
+            HandlerKind::Notification => Handler::Notification(notification::Notification::new(
+                queue.notification.clone().unwrap_or_default(),
+            )),
         })
     }
 
@@ -185,6 +193,7 @@ impl Handler {
             Handler::Erp(erp) => Ok(erp.handle(message)),
             Handler::Webhook(webhook) => webhook.handle(message).await,
             Handler::Entity => entity::handle(message),
+            Handler::Notification(notification) => notification.handle(message),
         }
     }
 }

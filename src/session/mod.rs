@@ -6,24 +6,28 @@
 //! frames to write, or the [`Disconnect`] reason that ends it. It performs no
 //! I/O itself.
 
+pub mod connect;
 pub mod heartbeat;
 pub mod outbox;
+pub mod send;
+pub mod subscribe;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
-use tracing::debug;
 
 use crate::{
+    auth::Principal,
     bridge::Bridge,
     config::{Config, HeartBeatConfig},
     disconnect::Disconnect,
-    router::Subscriber,
+    metrics::Limit,
     stomp::{Command, Decoder, Frame, Limits, Version, codec},
 };
 use heartbeat::HeartBeat;
 use outbox::{Delivery, Outbox};
+pub use send::SendRequest;
 
 /// Process-unique session number.
 pub type SessionId = u64;
@@ -59,6 +63,14 @@ pub struct Session {
     next_message_id: u64,
     /// `receipt` of the frame being handled, echoed as `receipt-id` in an ERROR.
     failed_receipt: Option<String>,
+    /// The authenticated user; `None` for an anonymous session.
+    principal: Option<Principal>,
+    /// When the session's token expires.
+    expires_at: Option<Instant>,
+    /// SENDs waiting for the connection task to publish them.
+    sends: Vec<SendRequest>,
+    /// SENDs published and not yet confirmed.
+    sends_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +81,9 @@ enum State {
 
 #[derive(Debug)]
 struct Subscription {
-    destination: String,
+    /// The router's key: the destination, or the per-user key of a
+    /// `/user/...` destination.
+    route: String,
     /// `MESSAGE\nsubscription:<id>\nmessage-id:`, escaped for the session's version.
     head: Bytes,
     /// Whether MESSAGE frames carry an `ack` header (client and client-individual
@@ -126,6 +140,10 @@ impl Session {
             next_key: 0,
             next_message_id: 0,
             failed_receipt: None,
+            principal: None,
+            expires_at: None,
+            sends: Vec::new(),
+            sends_in_flight: 0,
             outbox,
             settings,
             bridge,
@@ -166,11 +184,12 @@ impl Session {
         // Keep the buffer's allocation only while a frame is partly received, so
         // an idle session has no input buffer.
         self.input.extend_from_slice(data);
-        while let Some(frame) = self
-            .decoder
-            .decode(&mut self.input)
-            .map_err(Disconnect::Malformed)?
-        {
+        while let Some(frame) = self.decoder.decode(&mut self.input).map_err(|error| {
+            if let Some(limit) = Limit::of_decode_error(&error) {
+                self.bridge.metrics.limit_exceeded(limit);
+            }
+            Disconnect::Malformed(error)
+        })? {
             self.bridge.metrics.frame_received(frame.command);
             self.handle(frame, now, out)?;
         }
@@ -207,8 +226,10 @@ impl Session {
                 return Err(Disconnect::ClientDisconnect);
             }
             Command::Send => {
-                let destination = frame.get("destination").unwrap_or_default();
-                return Err(bad_frame(format!("SEND to {destination:?} is not allowed")));
+                // The RECEIPT of a published SEND waits for the broker's confirm.
+                if self.send(&frame, version, out)? {
+                    return Ok(());
+                }
             }
             Command::Begin | Command::Commit | Command::Abort => {
                 return Err(bad_frame("transactions are not supported".into()));
@@ -224,134 +245,14 @@ impl Session {
         Ok(())
     }
 
-    fn connect(
-        &mut self,
-        frame: &Frame,
-        now: Instant,
-        out: &mut Vec<Bytes>,
-    ) -> Result<(), Disconnect> {
-        let version = negotiate_version(frame.get("accept-version"))?;
-        let offer = self.settings.heart_beat;
-        self.heart_beat = if version == Version::V1_0 {
-            HeartBeat::disabled(now)
-        } else {
-            HeartBeat::negotiate(frame.get("heart-beat"), &offer, now)
-                .map_err(|_| bad_frame("invalid heart-beat header".into()))?
-        };
-        self.decoder.set_version(version);
-        self.state = State::Connected { version };
-        self.bridge.metrics.sessions.inc();
-
-        let mut connected = Frame::new(Command::Connected)
-            .header("version", version.as_str())
-            .header("server", concat!("stompbridge/", env!("CARGO_PKG_VERSION")))
-            .header("session", self.id.to_string());
-        if version > Version::V1_0 {
-            connected = connected.header("heart-beat", heartbeat::offer_header(&offer));
-        }
-        debug!(
-            session.id = self.id,
-            version = version.as_str(),
-            "session connected"
-        );
-        self.emit(&connected, version, out);
-        Ok(())
-    }
-
-    fn subscribe(&mut self, frame: &Frame, version: Version) -> Result<(), Disconnect> {
-        let destination = required(frame, "destination")?;
-        let id = match frame.get("id") {
-            Some(id) => id,
-            // STOMP 1.0 makes the id optional; the destination then names it.
-            None if version == Version::V1_0 => destination,
-            None => return Err(bad_frame("SUBSCRIBE requires an id header".into())),
-        };
-        if !destination.starts_with('/') {
-            return Err(bad_frame(format!(
-                "invalid destination {destination:?}: must start with '/'"
-            )));
-        }
-        let ack = match frame.get("ack").unwrap_or("auto") {
-            "auto" => AckMode::Auto,
-            "client" => AckMode::Client,
-            "client-individual" => AckMode::ClientIndividual,
-            other => return Err(bad_frame(format!("invalid ack mode {other:?}"))),
-        };
-        if self.ids.contains_key(id) {
-            return Err(bad_frame(format!(
-                "subscription id {id:?} is already in use"
-            )));
-        }
-        if self.subscriptions.len() >= self.settings.max_subscriptions {
-            return Err(Disconnect::TooManySubscriptions(
-                self.settings.max_subscriptions,
-            ));
-        }
-
-        let key = self.next_key;
-        self.next_key += 1;
-        let mut head = BytesMut::with_capacity(48 + id.len());
-        head.put_slice(b"MESSAGE\nsubscription:");
-        codec::escape_header_text(id, version, &mut head);
-        head.put_slice(b"\nmessage-id:");
-        self.ids.insert(id.to_owned(), key);
-        self.subscriptions.insert(
-            key,
-            Subscription {
-                destination: destination.to_owned(),
-                head: head.freeze(),
-                ack: ack != AckMode::Auto,
-            },
-        );
-        self.bridge.router.subscribe(
-            destination,
-            Subscriber {
-                session: self.id,
-                key,
-                outbox: self.outbox.clone(),
-            },
-        );
-        self.bridge.metrics.subscriptions.inc();
-        debug!(
-            session.id = self.id,
-            subscription.id = id,
-            destination,
-            "subscribed"
-        );
-        Ok(())
-    }
-
-    fn unsubscribe(&mut self, frame: &Frame, version: Version) -> Result<(), Disconnect> {
-        let id = match (frame.get("id"), version) {
-            (Some(id), _) => id,
-            (None, Version::V1_0) => required(frame, "destination")?,
-            (None, _) => return Err(bad_frame("UNSUBSCRIBE requires an id header".into())),
-        };
-        // An unknown id is a no-op, still answered with its RECEIPT.
-        if let Some(key) = self.ids.remove(id) {
-            self.remove_subscription(key);
-            debug!(session.id = self.id, subscription.id = id, "unsubscribed");
-        }
-        Ok(())
-    }
-
-    fn remove_subscription(&mut self, key: u64) {
-        if let Some(subscription) = self.subscriptions.remove(&key) {
-            self.bridge
-                .router
-                .unsubscribe(&subscription.destination, self.id, key);
-            self.bridge.metrics.subscriptions.dec();
-        }
-    }
-
-    fn receipt(&mut self, frame: &Frame, version: Version, out: &mut Vec<Bytes>) {
+    pub(crate) fn receipt(&mut self, frame: &Frame, version: Version, out: &mut Vec<Bytes>) {
         if let Some(receipt) = frame.get("receipt") {
             let receipt = Frame::new(Command::Receipt).header("receipt-id", receipt);
             self.emit(&receipt, version, out);
         }
     }
 
-    fn emit(&mut self, frame: &Frame, version: Version, out: &mut Vec<Bytes>) {
+    pub(crate) fn emit(&mut self, frame: &Frame, version: Version, out: &mut Vec<Bytes>) {
         self.bridge.metrics.frames_sent(frame.command, 1);
         out.push(codec::encode_to_bytes(frame, version));
     }
@@ -390,10 +291,14 @@ impl Session {
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::AwaitingConnect { deadline } => Some(deadline),
-            State::Connected { .. } => [self.heart_beat.send_due(), self.heart_beat.receive_due()]
-                .into_iter()
-                .flatten()
-                .min(),
+            State::Connected { .. } => [
+                self.heart_beat.send_due(),
+                self.heart_beat.receive_due(),
+                self.expires_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
         }
     }
 
@@ -405,14 +310,17 @@ impl Session {
     /// [`Disconnect::ConnectTimeout`] or [`Disconnect::HeartbeatTimeout`].
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Bytes>) -> Result<(), Disconnect> {
         if let State::AwaitingConnect { deadline } = self.state {
-            return if now >= deadline {
-                Err(Disconnect::ConnectTimeout)
-            } else {
-                Ok(())
-            };
+            if now >= deadline {
+                self.bridge.metrics.limit_exceeded(Limit::ConnectTimeout);
+                return Err(Disconnect::ConnectTimeout);
+            }
+            return Ok(());
         }
         if self.heart_beat.receive_due().is_some_and(|due| now >= due) {
             return Err(Disconnect::HeartbeatTimeout);
+        }
+        if self.expires_at.is_some_and(|at| now >= at) {
+            return Err(Disconnect::TokenExpired);
         }
         if self.heart_beat.send_due().is_some_and(|due| now >= due) {
             out.push(Bytes::from_static(b"\n"));

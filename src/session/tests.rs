@@ -8,7 +8,7 @@ use crate::{router::Rendered, stomp::Frame};
 
 fn bridge(yaml: &str) -> Arc<Bridge> {
     let config = crate::config::parse("test.yaml", yaml, |_| None).unwrap();
-    Arc::new(Bridge::new(config))
+    Arc::new(Bridge::new(config).unwrap())
 }
 
 struct Harness {
@@ -339,16 +339,34 @@ fn unsupported_commands_get_clear_errors() {
             &b"BEGIN\ntransaction:t\n\n\0"[..],
             "transactions are not supported",
         ),
-        (
-            b"SEND\ndestination:/topic/a\n\nhi\0",
-            "SEND to \"/topic/a\" is not allowed",
-        ),
         (b"MESSAGE\n\n\0", "MESSAGE is a server frame"),
     ] {
         let mut h = Harness::connected("1.2");
         let (_, result) = h.send(input);
         assert_eq!(result, Err(Disconnect::BadFrame(expected.into())));
     }
+}
+
+#[test]
+fn send_outside_the_rules_is_denied() {
+    let mut h = Harness::connected("1.2");
+    let (_, result) = h.send(b"SEND\ndestination:/topic/a\n\nhi\0");
+    let denied = Disconnect::AccessDenied(crate::auth::Action::Send, "/topic/a".into());
+    assert_eq!(result, Err(denied.clone()));
+    assert_eq!(denied.to_string(), "access denied: SEND to /topic/a");
+}
+
+#[test]
+fn anonymous_session_cannot_use_user_destinations() {
+    let mut h = Harness::connected("1.2");
+    let (_, result) = h.send(b"SUBSCRIBE\nid:1\ndestination:/user/queue/notifications\n\n\0");
+    assert_eq!(
+        result,
+        Err(Disconnect::AccessDenied(
+            crate::auth::Action::Subscribe,
+            "/user/queue/notifications".into()
+        ))
+    );
 }
 
 #[test]

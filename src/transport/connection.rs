@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt, stream::FuturesOrdered};
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 use tracing::{Instrument, debug, debug_span};
 
@@ -20,6 +20,7 @@ use crate::{
     session::{
         Session,
         outbox::{self, Delivery},
+        send,
     },
     stomp::Command,
 };
@@ -92,6 +93,7 @@ pub(crate) async fn serve<W: Wire>(
         frames: Vec::new(),
         messages: Vec::new(),
         last_write: Instant::now(),
+        sends: FuturesOrdered::new(),
     };
     async move {
         debug!("session opened");
@@ -117,7 +119,13 @@ struct Connection<W> {
     /// WebSocket messages waiting for the next write.
     messages: Vec<Message>,
     last_write: Instant,
+    /// Client SENDs being published, in order.
+    sends: FuturesOrdered<SendFuture>,
 }
+
+type SendFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Option<String>, Result<(), String>)> + Send>,
+>;
 
 impl<W: Wire> Connection<W> {
     async fn run(&mut self) -> Disconnect {
@@ -141,7 +149,10 @@ impl<W: Wire> Connection<W> {
                 biased;
                 reason = self.inbox.close.closed() => Err(reason),
                 () = self.bridge.shutdown.cancelled() => Err(Disconnect::Shutdown),
-                received = self.socket.recv() => self.on_message(received),
+                received = self.socket.recv(), if self.session.can_read() => self.on_message(received),
+                Some((receipt, result)) = self.sends.next() => {
+                    self.session.send_completed(receipt, result, &mut self.frames)
+                }
                 count = self.inbox.rx.recv_many(&mut batch, BATCH) => {
                     self.render(&mut batch, count);
                     Ok(())
@@ -180,10 +191,19 @@ impl<W: Wire> Connection<W> {
         let mut chunks = Vec::new();
         self.wire.receive(message, &mut chunks)?;
         let now = Instant::now();
+        let mut result = Ok(());
         for chunk in chunks {
-            self.session.receive(&chunk, now, &mut self.frames)?;
+            result = self.session.receive(&chunk, now, &mut self.frames);
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        for request in self.session.take_sends() {
+            let channel = self.bridge.publisher();
+            self.sends
+                .push_back(Box::pin(send::publish(channel, request)));
+        }
+        result
     }
 
     fn render(&mut self, batch: &mut Vec<Delivery>, count: usize) {

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::ws::WebSocketUpgrade,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::{bridge::Bridge, config::Config};
+use tracing::debug;
+
+use crate::{bridge::Bridge, config::Config, metrics::Limit};
 
 /// Initial capacity of a connection's WebSocket read buffer, in bytes. Small,
 /// because every idle connection has one. It grows for larger messages.
@@ -53,9 +55,46 @@ impl Endpoints {
         }
     }
 
-    /// Takes a connection slot, or `None` at `limits.max_sessions`.
-    pub(crate) fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.bridge.connections.clone().try_acquire_owned().ok()
+    /// Takes a connection slot for a request whose `Origin` is allowed, or
+    /// returns the response that refuses it: 403 for an origin not in
+    /// `server.allowed_origins`, 503 at `limits.max_sessions`.
+    pub(crate) fn admit(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.check_origin(headers)?;
+        self.bridge
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.bridge.metrics.limit_exceeded(Limit::Sessions);
+                self.bridge
+                    .metrics
+                    .connections_rejected
+                    .with_label_values(&["max_sessions"])
+                    .inc();
+                Refusal::TooManySessions
+            })
+    }
+
+    /// Refuses a browser request from an origin not in `server.allowed_origins`.
+    /// Requests without `Origin` (not from a browser) pass.
+    pub(crate) fn check_origin(&self, headers: &HeaderMap) -> Result<(), Refusal> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let allowed = &self.bridge.config().server.allowed_origins;
+        if origin
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(allowed, origin))
+        {
+            return Ok(());
+        }
+        self.bridge
+            .metrics
+            .connections_rejected
+            .with_label_values(&["origin"])
+            .inc();
+        debug!(origin = ?origin, "origin not allowed");
+        Err(Refusal::Origin)
     }
 
     /// Applies the buffer and size limits to an upgrade.
@@ -77,11 +116,70 @@ pub fn router(bridge: Arc<Bridge>, config: &Config) -> Router {
         .with_state(endpoints)
 }
 
-/// Builds the 503 response to an upgrade request past `limits.max_sessions`.
-pub(crate) fn too_many_sessions() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "too many sessions, try again later\n",
-    )
-        .into_response()
+/// Whether `origin` matches an entry of `allowed`: `*` matches any origin,
+/// `https://*.example.com` any subdomain of example.com over https, and any
+/// other entry that origin exactly (ASCII case-insensitive).
+pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed.iter().any(|entry| {
+        if entry == "*" || entry.eq_ignore_ascii_case(origin) {
+            return true;
+        }
+        let Some((scheme, host)) = entry.split_once("://*.") else {
+            return false;
+        };
+        let Some((origin_scheme, origin_host)) = origin.split_once("://") else {
+            return false;
+        };
+        let suffix = format!(".{host}");
+        origin_scheme.eq_ignore_ascii_case(scheme)
+            && origin_host.len() > suffix.len()
+            && origin_host
+                .to_ascii_lowercase()
+                .ends_with(&suffix.to_ascii_lowercase())
+    })
+}
+
+/// Why a connection was refused before its session started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 403: the `Origin` is not in `server.allowed_origins`.
+    Origin,
+    /// 503: `limits.max_sessions` connections are open.
+    TooManySessions,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Origin => (StatusCode::FORBIDDEN, "origin not allowed\n").into_response(),
+            Refusal::TooManySessions => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sessions, try again later\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly_or_by_subdomain() {
+        let allowed = vec![
+            "https://app.example.com".to_string(),
+            "https://*.example.org".to_string(),
+        ];
+        assert!(origin_allowed(&allowed, "https://app.example.com"));
+        assert!(origin_allowed(&allowed, "HTTPS://APP.EXAMPLE.COM"));
+        assert!(!origin_allowed(&allowed, "http://app.example.com"));
+        assert!(!origin_allowed(&allowed, "https://evil.com"));
+        assert!(origin_allowed(&allowed, "https://a.example.org"));
+        assert!(origin_allowed(&allowed, "https://a.b.example.org"));
+        assert!(!origin_allowed(&allowed, "https://example.org"));
+        assert!(!origin_allowed(&allowed, "https://evilexample.org"));
+        assert!(!origin_allowed(&allowed, "http://a.example.org"));
+        assert!(origin_allowed(&["*".to_string()], "null"));
+    }
 }

@@ -13,7 +13,8 @@ use axum::{
         State,
         ws::{Message, Utf8Bytes, WebSocketUpgrade},
     },
-    response::Response,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 
@@ -33,15 +34,21 @@ pub(crate) struct RawWire;
 /// Handles an upgrade request on the raw WebSocket endpoint.
 pub(crate) async fn endpoint(
     State(endpoints): State<Arc<Endpoints>>,
+    headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    accept(&endpoints, upgrade)
+    accept(&endpoints, &headers, upgrade)
 }
 
-/// Accepts a raw WebSocket connection, or responds with 503 at the session limit.
-pub(crate) fn accept(endpoints: &Arc<Endpoints>, upgrade: WebSocketUpgrade) -> Response {
-    let Some(permit) = endpoints.admit() else {
-        return super::too_many_sessions();
+/// Accepts a raw WebSocket connection, or refuses it (see [`Endpoints::admit`]).
+pub(crate) fn accept(
+    endpoints: &Arc<Endpoints>,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let permit = match endpoints.admit(headers) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
     };
     let bridge = endpoints.bridge.clone();
     endpoints

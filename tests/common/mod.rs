@@ -109,7 +109,7 @@ impl TestBridge {
         let exchange = format!("{prefix}.events");
         let head = format!(
             "server:\n  listen: 127.0.0.1:0\n{server_extra}admin:\n  listen: 127.0.0.1:0\n\
-             rabbitmq:\n  url: {}\n  exchange: {exchange}\n  connection_name: {prefix}\n\
+             rabbitmq:\n  url: {}\n  exchange: {exchange}\n  app_exchange: {prefix}.app\n  connection_name: {prefix}\n\
              \x20 reconnect_initial_delay: 100ms\n  reconnect_max_delay: 1s\n{extra}",
             amqp_url()
         );
@@ -134,15 +134,26 @@ impl TestBridge {
             .expect("start the bridge");
         let bridge = Self {
             running,
-            prefix,
+            prefix: prefix.clone(),
             exchange: exchange.clone(),
             queues: names,
-            exchanges: vec![exchange],
+            exchanges: vec![exchange, format!("{prefix}.app")],
             connection,
             channel,
             file,
         };
         bridge.wait_ready().await;
+        if bridge.file.is_some() {
+            // Edits made before the watch is in place would go unnoticed.
+            bridge
+                .wait_until("the configuration watch", 10, |b| {
+                    b.running
+                        .bridge
+                        .config_watched
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                })
+                .await;
+        }
         bridge
     }
 

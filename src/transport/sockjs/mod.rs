@@ -43,12 +43,15 @@ pub(crate) async fn dispatch(
     };
     match rest {
         "" | "/" => greeting(&method),
-        "/info" => info::handle(&method, &headers),
+        "/info" => match endpoints.check_origin(&headers) {
+            Ok(()) => info::handle(&method, &headers),
+            Err(refusal) => refusal.into_response(),
+        },
         "/websocket" => match upgrade {
-            Ok(upgrade) => super::websocket::accept(&endpoints, upgrade),
+            Ok(upgrade) => super::websocket::accept(&endpoints, &headers, upgrade),
             Err(_) => upgrade_required(&method),
         },
-        _ => session_url(&endpoints, rest, &method, upgrade),
+        _ => session_url(&endpoints, rest, &method, &headers, upgrade),
     }
 }
 
@@ -57,6 +60,7 @@ fn session_url(
     endpoints: &Arc<Endpoints>,
     rest: &str,
     method: &Method,
+    headers: &HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let mut parts = rest.trim_start_matches('/').split('/');
@@ -79,8 +83,9 @@ fn session_url(
         Ok(upgrade) => upgrade,
         Err(_) => return upgrade_required(method),
     };
-    let Some(permit) = endpoints.admit() else {
-        return super::too_many_sessions();
+    let permit = match endpoints.admit(headers) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
     };
     let bridge = endpoints.bridge.clone();
     let wire = SockJsWire {

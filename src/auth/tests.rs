@@ -1,0 +1,1 @@
+//! Tests of token extraction and validation.
