@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHmac } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import amqp from 'amqplib';
 
@@ -33,7 +33,8 @@ async function connectAmqp() {
 
 /**
  * Starts stompbridge with one queue per entry of `queues` ({ name, routingKey }
- * suffixes). `yaml` is appended at the top level of the configuration.
+ * suffixes, and `options`: YAML lines for the queue entry, indented by four
+ * spaces). `yaml` is appended at the top level of the configuration.
  */
 export async function startBridge({ queues = [{ name: 'iot', routingKey: 'iot' }], yaml = '' } = {}) {
   const prefix = `n${randomBytes(4).toString('hex')}`;
@@ -52,6 +53,7 @@ export async function startBridge({ queues = [{ name: 'iot', routingKey: 'iot' }
       `  - name: ${names[i]}`,
       `    routing_key: "${prefix}.${q.routingKey}"`,
       '    durable: false',
+      ...(q.options ? [q.options] : []),
     ]),
   ];
   const dir = mkdtempSync(join(tmpdir(), 'stompbridge-interop-'));
@@ -181,4 +183,12 @@ export function within(promise, ms, what) {
     timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Signs `claims` as an HS256 JWT with `secret`. */
+export function hs256(claims, secret) {
+  const encode = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const unsigned = `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode(claims)}`;
+  const signature = createHmac('sha256', secret).update(unsigned).digest('base64url');
+  return `${unsigned}.${signature}`;
 }
