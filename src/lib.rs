@@ -30,12 +30,14 @@ pub mod disconnect;
 pub mod envelope;
 pub mod error_chain;
 pub mod handler;
+pub mod log_limit;
 pub mod metrics;
 pub mod router;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stomp;
+pub mod systemd;
 pub mod transport;
 
 /// Installs ring as the process's TLS crypto provider, which the webhook HTTP
@@ -48,3 +50,11 @@ pub fn install_tls_provider() {
     // An error means a provider is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// Version and commit of this build, as `--version` prints them.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("STOMPBRIDGE_COMMIT"),
+    ")"
+);

@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Bridges RabbitMQ queues to STOMP clients over WebSocket and SockJS.
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version = stompbridge::VERSION, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,6 +26,16 @@ enum Command {
     CheckConfig {
         /// The configuration file to check.
         file: PathBuf,
+    },
+    /// Request a URL of the admin listener (such as
+    /// http://127.0.0.1:9464/healthz) and exit with 0 on a 2xx status, 1
+    /// otherwise. For container health checks, which have no curl.
+    Probe {
+        /// The URL to request.
+        url: String,
+        /// Time allowed for the request.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -49,6 +59,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Run(args)) => run(args),
+        Some(Command::Probe { url, timeout }) => probe(&url, timeout),
         None => run(cli.run),
     }
 }
@@ -62,6 +73,35 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         }
         Err(error) => {
             eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let request = async {
+        stompbridge::install_tls_provider();
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        client.get(url).send().await
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(request) {
+        Ok(response) if response.status().is_success() => {
+            println!("{url}: {}", response.status());
+            ExitCode::SUCCESS
+        }
+        Ok(response) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("{url}: request failed: {error}");
             ExitCode::FAILURE
         }
     }
@@ -146,6 +186,13 @@ async fn wait_for_signal() -> std::io::Result<()> {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::{
+        Layer,
+        filter::{FilterExt, LevelFilter, Targets},
+        layer::SubscriberExt,
+        util::SubscriberInitExt,
+    };
+
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
         // lapin logs every connection loss at error level, which the bridge
@@ -156,16 +203,38 @@ fn init_logging(format: LogFormat, level: &str) {
             filter.add_directive("lapin=off".parse().expect("a valid directive"))
         }
     });
-    // Colors only on a terminal, so files and journald get plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // Whatever RUST_LOG says, these libraries log at most at info: at debug
+    // and trace they print WebSocket messages and AMQP frames, which carry
+    // tokens and message bodies, and notify logs every event of the watched
+    // folder.
+    let cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("tungstenite", LevelFilter::INFO)
+        .with_target("tokio_tungstenite", LevelFilter::INFO)
+        .with_target("hyper", LevelFilter::INFO)
+        .with_target("h2", LevelFilter::INFO)
+        .with_target("lapin", LevelFilter::INFO)
+        .with_target("amq_protocol", LevelFilter::INFO)
+        .with_target("notify", LevelFilter::INFO);
+    let filter = filter.and(cap);
+    let registry = tracing_subscriber::registry();
     match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(filter),
+            )
             .init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // Colors only on a terminal, so files and journald get plain text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_filter(filter),
+            )
+            .init(),
     }
 }

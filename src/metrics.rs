@@ -180,10 +180,10 @@ impl Metrics {
         let build_info = r.gauge_vec(
             "build_info",
             "Build information; the value is always 1",
-            &["version"],
+            &["version", "commit"],
         );
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("STOMPBRIDGE_COMMIT")])
             .set(1);
         let latency_buckets = vec![
             0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -10,7 +10,7 @@ use crate::{
     admin, amqp,
     bridge::Bridge,
     config::{Config, reload},
-    shutdown, transport,
+    shutdown, systemd, transport,
 };
 
 /// Error that stops the bridge from starting.
@@ -59,6 +59,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
     if let Some(path) = path {
         bridge.tasks.spawn(reload::watch(bridge.clone(), path));
     }
+    bridge.tasks.spawn(systemd::run(bridge.clone()));
 
     info!(
         version = env!("CARGO_PKG_VERSION"),

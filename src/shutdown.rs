@@ -14,11 +14,13 @@ use tracing::{info, warn};
 use crate::bridge::Bridge;
 
 /// Time the bridge waits for sessions and consumers to finish at shutdown.
+/// Config: `server.shutdown_grace`.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the shutdown sequence. Returns whether everything finished in time.
 pub async fn run(bridge: &Bridge, grace: Duration) -> bool {
     info!(grace_secs = grace.as_secs_f64(), "shutdown started");
+    crate::systemd::stopping();
     bridge.shutdown.cancel();
     bridge.tasks.close();
     let finished = tokio::time::timeout(grace, bridge.tasks.wait())

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::runtime::QueueRuntime;
+use crate::log_limit::LogLimiter;
 use crate::{
     bridge::Bridge,
     config::BodyKind,
@@ -60,6 +61,8 @@ pub struct Consumer {
     metrics: QueueMetrics,
     /// Publishes dead letters, with confirms.
     publisher: Channel,
+    /// Limits the per-message warnings that bad input can repeat.
+    log_limit: LogLimiter,
 }
 
 /// How one delivery ended.
@@ -92,6 +95,7 @@ impl Consumer {
             runtime,
             bridge,
             publisher,
+            log_limit: LogLimiter::default(),
         })
     }
 
@@ -246,7 +250,9 @@ impl Consumer {
         let routing_key = delivery.routing_key.as_str();
         let Some(exchange) = &runtime.config.dead_letter_exchange else {
             self.metrics.rejected.inc();
-            warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, "message rejected; the queue has no dead_letter_exchange");
+            if let Some(suppressed) = self.log_limit.check("rejected") {
+                warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, suppressed, "message rejected; the queue has no dead_letter_exchange");
+            }
             return Settle::Reject;
         };
         let properties = dead_letter_properties(
@@ -272,7 +278,9 @@ impl Consumer {
         match published {
             Ok(confirmation) if confirmation.is_ack() => {
                 self.metrics.dead_lettered.inc();
-                warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, dead_letter_exchange = %exchange, "message dead-lettered");
+                if let Some(suppressed) = self.log_limit.check("dead_lettered") {
+                    warn!(amqp.queue = %self.name, routing_key, reason = %failure, attempts, dead_letter_exchange = %exchange, suppressed, "message dead-lettered");
+                }
                 Settle::Ack
             }
             Ok(_) => {
@@ -343,7 +351,9 @@ impl Consumer {
                 Ok(destination) => destination,
                 Err(skip) => {
                     self.metrics.destinations_skipped.inc();
-                    warn!(amqp.queue = %self.name, routing_key = incoming.routing_key, template = %template, reason = %skip, "destination skipped");
+                    if let Some(suppressed) = self.log_limit.check("destination_skipped") {
+                        warn!(amqp.queue = %self.name, routing_key = incoming.routing_key, template = %template, reason = %skip, suppressed, "destination skipped");
+                    }
                     continue;
                 }
             };

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// Path of the raw WebSocket endpoint (no SockJS framing).
     pub websocket_path: String,
     pub sockjs: SockJsConfig,
+    /// Time shutdown waits for sessions and in-flight messages to finish.
+    /// Keep systemd's `TimeoutStopSec` above it.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 /// `server.sockjs`: SockJS endpoints and their timers.
@@ -178,6 +182,7 @@ impl Default for ServerConfig {
             allowed_origins: vec!["*".into()],
             websocket_path: "/ws-raw".into(),
             sockjs: SockJsConfig::default(),
+            shutdown_grace: crate::shutdown::DEFAULT_GRACE,
         }
     }
 }
