@@ -38,8 +38,14 @@ pub struct Bridge {
     publisher: Mutex<Option<lapin::Channel>>,
     /// One permit per open client connection; `limits.max_sessions` in all.
     pub connections: Arc<Semaphore>,
-    /// Cancelled when shutdown starts.
+    /// Cancelled when shutdown starts: listeners, consumers and the reload
+    /// watcher stop.
     pub shutdown: CancellationToken,
+    /// Cancelled once the broker side has stopped at shutdown.
+    pub amqp_stopped: CancellationToken,
+    /// Cancelled after the broker side stopped: sessions write what they have
+    /// queued, send the shutdown ERROR and close.
+    pub sessions_closing: CancellationToken,
     /// Every connection and background task, so shutdown can wait for them.
     pub tasks: TaskTracker,
     amqp_connected: AtomicBool,
@@ -96,6 +102,8 @@ impl Bridge {
             publisher: Mutex::default(),
             connections: Arc::new(Semaphore::new(max_sessions)),
             shutdown: CancellationToken::new(),
+            amqp_stopped: CancellationToken::new(),
+            sessions_closing: CancellationToken::new(),
             tasks: TaskTracker::new(),
             amqp_connected: AtomicBool::new(false),
             config_watched: AtomicBool::new(false),

@@ -80,7 +80,14 @@ mod tests {
         assert_eq!(limiter.check_at("a", start), Some(0));
         assert_eq!(limiter.check_at("a", start), None);
         assert_eq!(limiter.check_at("a", start), None);
-        assert_eq!(limiter.check_at("b", start), Some(0), "keys are limited apart");
-        assert_eq!(limiter.check_at("a", start + Duration::from_secs(10)), Some(2));
+        assert_eq!(
+            limiter.check_at("b", start),
+            Some(0),
+            "keys are limited apart"
+        );
+        assert_eq!(
+            limiter.check_at("a", start + Duration::from_secs(10)),
+            Some(2)
+        );
     }
 }

@@ -84,7 +84,10 @@ fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
         let client = reqwest::Client::builder().timeout(timeout).build()?;
         client.get(url).send().await
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the async runtime: {error}");

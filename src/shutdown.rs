@@ -1,11 +1,14 @@
 //! The shutdown sequence, in one place:
 //!
 //! 1. cancel `bridge.shutdown`: listeners stop accepting, `/readyz` reports not
-//!    ready, queue consumers stop between deliveries (RabbitMQ requeues what it
-//!    pushed ahead), and every session is sent an ERROR "server shutting down"
-//!    and closed;
-//! 2. wait for those tasks, at most the grace period;
-//! 3. warn if the grace period ran out, then return so the process exits.
+//!    ready, queue consumers stop between deliveries (deliveries being handled
+//!    finish, and RabbitMQ requeues what it pushed ahead when the channels
+//!    close);
+//! 2. once the broker side has stopped, cancel `bridge.sessions_closing`:
+//!    every session writes what is still queued for it, then gets an ERROR
+//!    "server shutting down" (SockJS: `c[3000,"Go away!"]`) and is closed;
+//! 3. wait for all tasks; the grace period bounds steps 1 to 3 together;
+//! 4. warn if the grace period ran out, then return so the process exits.
 
 use std::time::Duration;
 
@@ -21,9 +24,12 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 pub async fn run(bridge: &Bridge, grace: Duration) -> bool {
     info!(grace_secs = grace.as_secs_f64(), "shutdown started");
     crate::systemd::stopping();
+    let deadline = tokio::time::Instant::now() + grace;
     bridge.shutdown.cancel();
     bridge.tasks.close();
-    let finished = tokio::time::timeout(grace, bridge.tasks.wait())
+    let _ = tokio::time::timeout_at(deadline, bridge.amqp_stopped.cancelled()).await;
+    bridge.sessions_closing.cancel();
+    let finished = tokio::time::timeout_at(deadline, bridge.tasks.wait())
         .await
         .is_ok();
     if finished {

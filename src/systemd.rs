@@ -25,7 +25,10 @@ pub async fn run(bridge: Arc<Bridge>) {
     let Some(timeout) = sd_notify::watchdog_enabled() else {
         return;
     };
-    debug!(timeout_ms = timeout.as_millis() as u64, "systemd watchdog enabled");
+    debug!(
+        timeout_ms = timeout.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     let mut ticks = tokio::time::interval(timeout / 2);
     loop {
         tokio::select! {

@@ -187,7 +187,7 @@ async fn shutdown_sends_error_to_every_session() {
     let mut client = Client::connect(&bridge.url("/ws-raw")).await;
     let bridge_state = bridge.running.bridge.clone();
     let closing = tokio::spawn(async move { client.closed().await });
-    bridge_state.shutdown.cancel();
+    stompbridge::shutdown::run(&bridge_state, std::time::Duration::from_secs(5)).await;
     let (error, code) = closing.await.unwrap();
     assert_eq!(
         error.expect("an ERROR frame").get("message"),

@@ -132,7 +132,7 @@ async fn server_shutdown_sends_go_away() {
     client.handshake("heart-beat:0,0").await;
     let state = bridge.running.bridge.clone();
     let closing = tokio::spawn(async move { client.closed().await });
-    state.shutdown.cancel();
+    stompbridge::shutdown::run(&state, std::time::Duration::from_secs(5)).await;
     let (error, code) = closing.await.unwrap();
     assert_eq!(error.unwrap().get("message"), Some("server shutting down"));
     assert_eq!(code, Some(3000));

@@ -20,8 +20,10 @@ use crate::{bridge::Bridge, config::Config};
 /// Consumer exits waiting to be handled; each queue has at most one consumer.
 const EXIT_BACKLOG: usize = 64;
 
-/// Supervises the broker connection until `bridge.shutdown` is cancelled.
+/// Supervises the broker connection until `bridge.shutdown` is cancelled,
+/// then cancels `bridge.amqp_stopped`.
 pub async fn run(bridge: Arc<Bridge>) {
+    let _stopped = bridge.amqp_stopped.clone().drop_guard();
     let mut attempt: u32 = 0;
     let mut delay = bridge.config().rabbitmq.reconnect_initial_delay;
     let mut was_connected = false;

@@ -148,7 +148,7 @@ impl<W: Wire> Connection<W> {
             let result = tokio::select! {
                 biased;
                 reason = self.inbox.close.closed() => Err(reason),
-                () = self.bridge.shutdown.cancelled() => Err(Disconnect::Shutdown),
+                () = self.bridge.sessions_closing.cancelled() => Err(Disconnect::Shutdown),
                 received = self.socket.recv(), if self.session.can_read() => self.on_message(received),
                 Some((receipt, result)) = self.sends.next() => {
                     self.session.send_completed(receipt, result, &mut self.frames)
@@ -215,6 +215,33 @@ impl<W: Wire> Connection<W> {
         self.bridge.metrics.frames_sent(Command::Message, rendered);
     }
 
+    /// Writes every delivery still queued in the outbox.
+    async fn drain_outbox(&mut self) {
+        let mut batch = Vec::new();
+        loop {
+            let count = {
+                let rx = &mut self.inbox.rx;
+                let mut count = 0;
+                while count < BATCH {
+                    match rx.try_recv() {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(_) => break,
+                    }
+                    count += 1;
+                }
+                batch.len()
+            };
+            if count == 0 {
+                return;
+            }
+            self.render(&mut batch, count);
+            let timeout = self.session.settings().write_timeout;
+            if self.flush(timeout).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Writes pending frames and messages with one flush.
     async fn flush(&mut self, timeout: Duration) -> Result<(), Disconnect> {
         if !self.frames.is_empty() {
@@ -256,6 +283,11 @@ impl<W: Wire> Connection<W> {
         }
         self.messages.clear();
         self.frames.clear();
+        if *reason == Disconnect::Shutdown {
+            // The consumers have stopped and acknowledged what is queued here,
+            // so it is written before the ERROR rather than lost.
+            self.drain_outbox().await;
+        }
         if let Some(error) = self.session.error_frame(reason) {
             self.frames.push(error);
             self.wire.send(&mut self.frames, &mut self.messages);

@@ -104,6 +104,20 @@ impl TestBridge {
         queues_yaml: &str,
         file: bool,
     ) -> Self {
+        Self::start_via(&amqp_url(), prefix, server_extra, extra, queues_yaml, file).await
+    }
+
+    /// As [`TestBridge::start_yaml`], with the bridge connecting to RabbitMQ
+    /// at `url` (such as a test's own proxy) while the test itself uses the
+    /// usual URL.
+    pub async fn start_via(
+        url: &str,
+        prefix: String,
+        server_extra: &str,
+        extra: &str,
+        queues_yaml: &str,
+        file: bool,
+    ) -> Self {
         // reqwest, used by tests and by the webhook handler, needs a TLS provider.
         stompbridge::install_tls_provider();
         let exchange = format!("{prefix}.events");
@@ -111,7 +125,7 @@ impl TestBridge {
             "server:\n  listen: 127.0.0.1:0\n{server_extra}admin:\n  listen: 127.0.0.1:0\n\
              rabbitmq:\n  url: {}\n  exchange: {exchange}\n  app_exchange: {prefix}.app\n  connection_name: {prefix}\n\
              \x20 reconnect_initial_delay: 100ms\n  reconnect_max_delay: 1s\n{extra}",
-            amqp_url()
+            url
         );
         let yaml = format!("{head}queues:\n{queues_yaml}");
         let (config, file) = if file {
