@@ -87,6 +87,7 @@ pub struct QueueMetrics {
     pub duplicates: IntCounter,
     pub destinations_skipped: IntCounter,
     pub delivery_latency: Histogram,
+    pub publish_latency: Histogram,
 }
 
 /// The bridge's metrics.
@@ -111,6 +112,7 @@ pub struct Metrics {
     destinations_skipped: IntCounterVec,
     handler_failures: IntCounterVec,
     delivery_latency: HistogramVec,
+    publish_latency: HistogramVec,
     config_reloads: IntCounterVec,
     auth_failures: Vec<IntCounter>,
     access_denied: IntCounterVec,
@@ -305,6 +307,12 @@ impl Metrics {
                 &["queue"],
                 latency_buckets,
             ),
+            publish_latency: r.histogram_vec(
+                "publish_latency_seconds",
+                "Time from the AMQP timestamp property (whole seconds) to the message being queued on every session, for messages that carry one",
+                &["queue"],
+                vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0],
+            ),
             rabbitmq_connected: r.gauge(
                 "rabbitmq_connected",
                 "1 while the RabbitMQ connection is up, else 0",
@@ -331,6 +339,7 @@ impl Metrics {
             duplicates: self.duplicates.with_label_values(&[name]),
             destinations_skipped: self.destinations_skipped.with_label_values(&[name]),
             delivery_latency: self.delivery_latency.with_label_values(&[name]),
+            publish_latency: self.publish_latency.with_label_values(&[name]),
         }
     }
 

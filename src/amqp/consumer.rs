@@ -192,6 +192,15 @@ impl Consumer {
         self.metrics
             .delivery_latency
             .observe(started.elapsed().as_secs_f64());
+        if let Some(published) = delivery.properties.timestamp() {
+            // AMQP timestamps count whole seconds since the epoch.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.metrics
+                .publish_latency
+                .observe((now - *published as f64).max(0.0));
+        }
         settled.map(|_| ())
     }
 
