@@ -25,6 +25,11 @@ pub enum Transport {
     WebSocket,
     /// SockJS over WebSocket, with SockJS framing.
     SockJsWebSocket,
+    SockJsXhrStreaming,
+    SockJsXhrPolling,
+    SockJsEventSource,
+    SockJsHtmlFile,
+    SockJsJsonp,
 }
 
 /// Limits a client can exceed, as the `limit` label.
@@ -119,6 +124,8 @@ pub struct Metrics {
     limits_exceeded: IntCounterVec,
     pub connections_rejected: IntCounterVec,
     sends: IntCounterVec,
+    pub sockjs_sessions: IntGauge,
+    pub sockjs_rejected: IntCounterVec,
     pub rabbitmq_connected: IntGauge,
     pub rabbitmq_reconnects_total: IntCounter,
     pub rabbitmq_consumers: IntGauge,
@@ -127,13 +134,26 @@ pub struct Metrics {
 // === impl Transport ===
 
 impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::WebSocket, Transport::SockJsWebSocket];
+    pub const ALL: [Transport; 7] = [
+        Transport::WebSocket,
+        Transport::SockJsWebSocket,
+        Transport::SockJsXhrStreaming,
+        Transport::SockJsXhrPolling,
+        Transport::SockJsEventSource,
+        Transport::SockJsHtmlFile,
+        Transport::SockJsJsonp,
+    ];
 
     /// Returns the `transport` label value.
     pub fn label(self) -> &'static str {
         match self {
             Transport::WebSocket => "websocket",
             Transport::SockJsWebSocket => "sockjs_websocket",
+            Transport::SockJsXhrStreaming => "sockjs_xhr_streaming",
+            Transport::SockJsXhrPolling => "sockjs_xhr_polling",
+            Transport::SockJsEventSource => "sockjs_eventsource",
+            Transport::SockJsHtmlFile => "sockjs_htmlfile",
+            Transport::SockJsJsonp => "sockjs_jsonp",
         }
     }
 }
@@ -227,7 +247,18 @@ impl Metrics {
             sends.with_label_values(&[result]);
         }
 
+        let sockjs_rejected = r.counter_vec(
+            "sockjs_rejected_total",
+            "SockJS requests refused, by reason: max_sessions, post_too_large",
+            &["reason"],
+        );
+        for reason in ["max_sessions", "post_too_large"] {
+            sockjs_rejected.with_label_values(&[reason]);
+        }
+
         Self {
+            sockjs_sessions: r.gauge("sockjs_sessions", "SockJS sessions on the HTTP transports open now"),
+            sockjs_rejected,
             auth_failures: per_label(&auth_failures, AuthError::ALL.map(AuthError::label)),
             access_denied,
             limits_exceeded,

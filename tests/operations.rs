@@ -97,6 +97,11 @@ async fn metrics_add_up_after_a_scripted_run() {
             b.metric("stompbridge_config_reloads_total{result=\"applied\"}") == 1.0
         })
         .await;
+    bridge
+        .wait_until("the added queue's consumer", 5, |b| {
+            b.metric("stompbridge_rabbitmq_consumers") == 3.0
+        })
+        .await;
 
     let text = scrape(&bridge).await;
     let values = samples(&text);

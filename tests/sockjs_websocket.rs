@@ -153,10 +153,8 @@ async fn unknown_or_invalid_urls_are_rejected() {
     let bridge = bridge("").await;
     for path in [
         "/nothing",
-        "/ws/000/abc/xhr",
-        "/ws/000/abc/xhr_streaming",
-        "/ws/000/abc/eventsource",
-        "/ws/iframe.html",
+        "/ws/000/abc/nonsense",
+        "/ws/iframe.htm",
         "/ws/0.1/abc/websocket",
         "/ws//abc/websocket",
         "/wsx/info",

@@ -65,6 +65,27 @@ pub struct SockJsConfig {
     /// Interval of SockJS `h` frames on an otherwise idle connection.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Time an HTTP-transport session may go without a receiving request
+    /// before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_delay: Duration,
+    /// Bytes after which a streaming response ends and the client opens a
+    /// new one, so browsers can free memory.
+    pub response_limit: usize,
+    /// Whether the websocket transports are offered.
+    pub websocket: bool,
+    /// Set a `JSESSIONID` cookie on session responses, for load balancers
+    /// that stick sessions by cookie.
+    pub cookie_needed: bool,
+    /// URL of sockjs-client loaded by the iframe page.
+    pub client_url: String,
+    /// Most HTTP-transport sessions at once.
+    pub max_sessions: usize,
+    /// Bytes queued for one HTTP-transport session waiting for its next
+    /// receiving request; past it the session is closed as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// Largest `xhr_send` or `jsonp_send` body, in bytes.
+    pub max_post_bytes: usize,
 }
 
 /// `admin`: the listener for health checks and metrics.
@@ -192,6 +213,14 @@ impl Default for SockJsConfig {
         Self {
             paths: vec!["/ws".into(), "/ws/chat".into()],
             heartbeat_interval: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            websocket: true,
+            cookie_needed: false,
+            client_url: crate::transport::sockjs::DEFAULT_CLIENT_URL.into(),
+            max_sessions: 100_000,
+            max_queued_bytes: 1024 * 1024,
+            max_post_bytes: 128 * 1024,
         }
     }
 }

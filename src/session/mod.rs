@@ -41,7 +41,6 @@ pub struct SessionSettings {
     pub outbox_frames: usize,
     pub write_timeout: Duration,
     pub heart_beat: HeartBeatConfig,
-    pub sockjs_heartbeat: Duration,
 }
 
 /// One STOMP session.
@@ -115,7 +114,6 @@ impl SessionSettings {
             outbox_frames: limits.outbox_frames,
             write_timeout: limits.write_timeout,
             heart_beat: config.stomp.heart_beat,
-            sockjs_heartbeat: config.server.sockjs.heartbeat_interval,
         }
     }
 }

@@ -1,18 +1,20 @@
-//! The task that serves one WebSocket connection, whatever its framing.
+//! The task that serves one STOMP session, whatever carries it.
 //!
-//! One task per connection owns the socket and the [`Session`]: it reads client
-//! messages, drains the session's outbox, fires the session's timers and writes
-//! everything pending with one flush. A [`Wire`] adapts the framing (raw STOMP
-//! or SockJS). Writes are bounded by `limits.write_timeout`.
+//! One task per session owns the [`Session`] and its [`Link`]: it reads client
+//! data, drains the session's outbox, fires the session's timers, publishes
+//! client SENDs and writes everything pending at once. A link is a raw
+//! WebSocket ([`WsLink`]) or a SockJS session on any SockJS transport
+//! ([`SockJsLink`]). Writes are bounded by `limits.write_timeout`.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt, stream::FuturesOrdered};
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::time::Instant;
 use tracing::{Instrument, debug, debug_span};
 
+use super::sockjs::session::{self as sockjs, SendError};
 use crate::{
     bridge::Bridge,
     disconnect::Disconnect,
@@ -25,57 +27,72 @@ use crate::{
     stomp::Command,
 };
 
-/// Deliveries taken from the outbox per wake-up; they are written with one flush.
+/// Deliveries taken from the outbox per wake-up; they are written at once.
 const BATCH: usize = 256;
 
 /// Time allowed to write the final ERROR and close frames to a closing session.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The framing of STOMP frames in WebSocket messages on one endpoint.
-pub(crate) trait Wire: Send {
-    /// The `transport` label of connections using this framing.
-    const TRANSPORT: Transport;
+/// What carries one STOMP session's frames.
+pub(crate) trait Link: Send {
+    /// The `transport` label of this link.
+    fn transport(&self) -> Transport;
 
-    /// Messages to send as soon as the connection opens.
-    fn open(&mut self, messages: &mut Vec<Message>);
-
-    /// Extracts STOMP bytes from one received message into `chunks`.
+    /// Waits for the next data from the client. Cancel-safe: dropping the
+    /// future loses nothing.
     ///
     /// # Errors
     ///
-    /// The reason to end the session: the client closed, or sent something the
-    /// framing does not allow.
-    fn receive(&mut self, message: Message, chunks: &mut Vec<Bytes>) -> Result<(), Disconnect>;
+    /// The reason to end the session: the client left, or sent something the
+    /// transport does not allow.
+    fn recv(&mut self) -> impl Future<Output = Result<Vec<Bytes>, Disconnect>> + Send;
 
-    /// Moves encoded STOMP frames from `frames` into messages to send.
-    fn send(&mut self, frames: &mut Vec<Bytes>, messages: &mut Vec<Message>);
+    /// Sends the encoded frames in `frames`, which it empties.
+    ///
+    /// # Errors
+    ///
+    /// The reason to end the session when the client cannot take them.
+    fn send(
+        &mut self,
+        frames: &mut Vec<Bytes>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), Disconnect>> + Send;
 
-    /// Interval and message of a framing-level keep-alive, if the framing has one.
-    fn keepalive(&self) -> Option<(Duration, Message)>;
-
-    /// Messages that close the connection for `reason`.
-    fn close(&mut self, reason: &Disconnect, messages: &mut Vec<Message>);
+    /// Ends the link for `reason`, after the ERROR frame `error` if any.
+    fn close(
+        &mut self,
+        reason: &Disconnect,
+        error: Option<Bytes>,
+    ) -> impl Future<Output = ()> + Send;
 }
 
-/// Serves `socket` until the session ends. `permit` counts the connection
-/// against `limits.max_sessions` until then.
-pub(crate) async fn serve<W: Wire>(
-    socket: WebSocket,
-    wire: W,
-    bridge: Arc<Bridge>,
-    permit: OwnedSemaphorePermit,
-) {
+/// A raw WebSocket: one STOMP frame (or heart-beat) per WebSocket message.
+#[derive(Debug)]
+pub(crate) struct WsLink {
+    pub socket: WebSocket,
+}
+
+/// A SockJS session on any SockJS transport; one STOMP frame per SockJS message.
+#[derive(Debug)]
+pub(crate) struct SockJsLink {
+    pub session: sockjs::Session,
+    pub transport: Transport,
+}
+
+/// Serves one STOMP session on `link` until it ends.
+pub(crate) async fn serve<L: Link>(link: L, bridge: Arc<Bridge>) {
     // Counts as a task of the bridge, so shutdown waits for this session.
     let _task = bridge.tasks.token();
     let settings = bridge.session_settings();
     let (outbox, inbox) = outbox::channel(settings.outbox_frames);
     let session = Session::new(bridge.clone(), outbox, Instant::now());
+    let transport = link.transport();
     let span = debug_span!(
         "session",
         session.id = session.id(),
-        transport = W::TRANSPORT.label()
+        transport = transport.label()
     );
-    let label = [W::TRANSPORT.label()];
+    let label = [transport.label()];
     bridge
         .metrics
         .connections_total
@@ -85,14 +102,11 @@ pub(crate) async fn serve<W: Wire>(
     open.inc();
 
     let mut connection = Connection {
-        socket,
-        wire,
+        link,
         session,
         inbox,
         bridge: bridge.clone(),
         frames: Vec::new(),
-        messages: Vec::new(),
-        last_write: Instant::now(),
         sends: FuturesOrdered::new(),
     };
     async move {
@@ -105,51 +119,41 @@ pub(crate) async fn serve<W: Wire>(
     .instrument(span)
     .await;
     open.dec();
-    drop(permit);
 }
 
-struct Connection<W> {
-    socket: WebSocket,
-    wire: W,
+type SendFuture = Pin<Box<dyn Future<Output = (Option<String>, Result<(), String>)> + Send>>;
+
+struct Connection<L> {
+    link: L,
     session: Session,
     inbox: outbox::Inbox,
     bridge: Arc<Bridge>,
     /// Encoded STOMP frames waiting for the next write.
     frames: Vec<Bytes>,
-    /// WebSocket messages waiting for the next write.
-    messages: Vec<Message>,
-    last_write: Instant,
     /// Client SENDs being published, in order.
     sends: FuturesOrdered<SendFuture>,
 }
 
-type SendFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Option<String>, Result<(), String>)> + Send>,
->;
-
-impl<W: Wire> Connection<W> {
+impl<L: Link> Connection<L> {
     async fn run(&mut self) -> Disconnect {
         let write_timeout = self.session.settings().write_timeout;
-        let keepalive = self.wire.keepalive();
         let mut batch: Vec<Delivery> = Vec::new();
-        self.wire.open(&mut self.messages);
-
         loop {
-            if let Err(reason) = self.flush(write_timeout).await {
-                return reason;
+            if !self.frames.is_empty() {
+                if let Err(reason) = self.link.send(&mut self.frames, write_timeout).await {
+                    return reason;
+                }
+                self.session.wrote(Instant::now());
             }
             let far = Instant::now() + Duration::from_secs(86_400);
             let deadline = self.session.deadline().unwrap_or(far);
-            let keepalive_due = keepalive
-                .as_ref()
-                .map_or(far, |(every, _)| self.last_write + *every);
 
             // Biased: a close request wins over more input or output.
             let result = tokio::select! {
                 biased;
                 reason = self.inbox.close.closed() => Err(reason),
                 () = self.bridge.sessions_closing.cancelled() => Err(Disconnect::Shutdown),
-                received = self.socket.recv(), if self.session.can_read() => self.on_message(received),
+                received = self.link.recv(), if self.session.can_read() => self.on_data(received),
                 Some((receipt, result)) = self.sends.next() => {
                     self.session.send_completed(receipt, result, &mut self.frames)
                 }
@@ -160,36 +164,20 @@ impl<W: Wire> Connection<W> {
                 () = tokio::time::sleep_until(deadline) => {
                     self.session.on_timer(Instant::now(), &mut self.frames)
                 }
-                () = tokio::time::sleep_until(keepalive_due) => {
-                    if let Some((_, message)) = &keepalive {
-                        self.messages.push(message.clone());
-                    }
-                    Ok(())
-                }
             };
             if let Err(reason) = result {
                 // Frames produced before the end (a RECEIPT for DISCONNECT) still
                 // go out; a failed write changes nothing about the reason.
-                let _ = self.flush(write_timeout).await;
+                if !self.frames.is_empty() {
+                    let _ = self.link.send(&mut self.frames, write_timeout).await;
+                }
                 return reason;
             }
         }
     }
 
-    fn on_message(
-        &mut self,
-        received: Option<Result<Message, axum::Error>>,
-    ) -> Result<(), Disconnect> {
-        let message = match received {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => {
-                debug!(%error, "websocket read failed");
-                return Err(Disconnect::TransportClosed);
-            }
-            None => return Err(Disconnect::TransportClosed),
-        };
-        let mut chunks = Vec::new();
-        self.wire.receive(message, &mut chunks)?;
+    fn on_data(&mut self, received: Result<Vec<Bytes>, Disconnect>) -> Result<(), Disconnect> {
+        let chunks = received?;
         let now = Instant::now();
         let mut result = Ok(());
         for chunk in chunks {
@@ -219,52 +207,76 @@ impl<W: Wire> Connection<W> {
     async fn drain_outbox(&mut self) {
         let mut batch = Vec::new();
         loop {
-            let count = {
-                let rx = &mut self.inbox.rx;
-                let mut count = 0;
-                while count < BATCH {
-                    match rx.try_recv() {
-                        Ok(delivery) => batch.push(delivery),
-                        Err(_) => break,
-                    }
-                    count += 1;
+            while batch.len() < BATCH {
+                match self.inbox.rx.try_recv() {
+                    Ok(delivery) => batch.push(delivery),
+                    Err(_) => break,
                 }
-                batch.len()
-            };
-            if count == 0 {
+            }
+            if batch.is_empty() {
                 return;
             }
+            let count = batch.len();
             self.render(&mut batch, count);
             let timeout = self.session.settings().write_timeout;
-            if self.flush(timeout).await.is_err() {
+            if self.link.send(&mut self.frames, timeout).await.is_err() {
                 return;
             }
         }
     }
 
-    /// Writes pending frames and messages with one flush.
-    async fn flush(&mut self, timeout: Duration) -> Result<(), Disconnect> {
-        if !self.frames.is_empty() {
-            self.wire.send(&mut self.frames, &mut self.messages);
+    /// Tells the client why the session ends, then closes the link.
+    async fn close(&mut self, reason: &Disconnect) {
+        if matches!(
+            reason,
+            Disconnect::TransportClosed | Disconnect::WriteTimeout
+        ) {
+            return;
         }
-        if self.messages.is_empty() {
-            return Ok(());
+        self.frames.clear();
+        if *reason == Disconnect::Shutdown {
+            // The consumers have stopped and acknowledged what is queued here,
+            // so it is written before the ERROR rather than lost.
+            self.drain_outbox().await;
         }
+        let error = self.session.error_frame(reason);
+        self.link.close(reason, error).await;
+    }
+}
+
+// === impl WsLink ===
+
+impl Link for WsLink {
+    fn transport(&self) -> Transport {
+        Transport::WebSocket
+    }
+
+    async fn recv(&mut self) -> Result<Vec<Bytes>, Disconnect> {
+        loop {
+            match self.socket.recv().await {
+                Some(Ok(Message::Text(text))) => return Ok(vec![text.into()]),
+                Some(Ok(Message::Binary(data))) => return Ok(vec![data]),
+                // tungstenite replies to pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return Err(Disconnect::TransportClosed),
+                Some(Err(error)) => {
+                    debug!(%error, "websocket read failed");
+                    return Err(Disconnect::TransportClosed);
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, frames: &mut Vec<Bytes>, timeout: Duration) -> Result<(), Disconnect> {
         let socket = &mut self.socket;
-        let messages = &mut self.messages;
         let write = async {
-            for message in messages.drain(..) {
-                socket.feed(message).await?;
+            for frame in frames.drain(..) {
+                socket.feed(ws_message(frame)).await?;
             }
             socket.flush().await
         };
         match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(())) => {
-                let now = Instant::now();
-                self.last_write = now;
-                self.session.wrote(now);
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 debug!(%error, "websocket write failed");
                 Err(Disconnect::TransportClosed)
@@ -273,32 +285,30 @@ impl<W: Wire> Connection<W> {
         }
     }
 
-    /// Tells the client why the session ends, then closes the socket.
-    async fn close(&mut self, reason: &Disconnect) {
-        if matches!(
-            reason,
-            Disconnect::TransportClosed | Disconnect::WriteTimeout
-        ) {
-            return;
-        }
-        self.messages.clear();
-        self.frames.clear();
-        if *reason == Disconnect::Shutdown {
-            // The consumers have stopped and acknowledged what is queued here,
-            // so it is written before the ERROR rather than lost.
-            self.drain_outbox().await;
-        }
-        if let Some(error) = self.session.error_frame(reason) {
-            self.frames.push(error);
-            self.wire.send(&mut self.frames, &mut self.messages);
-        }
-        self.wire.close(reason, &mut self.messages);
-        let _ = self.flush(CLOSE_WRITE_TIMEOUT).await;
+    async fn close(&mut self, reason: &Disconnect, error: Option<Bytes>) {
+        let socket = &mut self.socket;
+        let write = async {
+            if let Some(error) = error {
+                socket.feed(ws_message(error)).await?;
+            }
+            socket.feed(close_message(reason)).await?;
+            socket.flush().await
+        };
+        let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, write).await;
     }
 }
 
-/// Builds a WebSocket close message with the reason's close code.
-pub(crate) fn close_message(reason: &Disconnect) -> Message {
+/// A frame as a WebSocket message: text when it is UTF-8 (a text message must
+/// be), else binary.
+fn ws_message(frame: Bytes) -> Message {
+    match Utf8Bytes::try_from(frame.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Binary(frame),
+    }
+}
+
+/// A WebSocket close message with the reason's close code.
+fn close_message(reason: &Disconnect) -> Message {
     let text = reason.to_string();
     // RFC 6455, section 5.5: control frame payloads are at most 125 bytes, two
     // of which hold the code.
@@ -318,4 +328,46 @@ fn truncate_utf8(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+// === impl SockJsLink ===
+
+impl Link for SockJsLink {
+    fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    async fn recv(&mut self) -> Result<Vec<Bytes>, Disconnect> {
+        match self.session.recv().await {
+            Some(messages) => Ok(messages.into_iter().map(Bytes::from).collect()),
+            None => Err(Disconnect::TransportClosed),
+        }
+    }
+
+    async fn send(
+        &mut self,
+        frames: &mut Vec<Bytes>,
+        _timeout: Duration,
+    ) -> Result<(), Disconnect> {
+        // SockJS messages are strings; every frame the bridge sends is UTF-8.
+        let messages = frames
+            .drain(..)
+            .map(|frame| String::from_utf8_lossy(&frame).into_owned())
+            .collect();
+        match self.session.send(messages) {
+            Ok(()) => Ok(()),
+            Err(SendError::Full) => Err(Disconnect::SlowConsumer),
+            Err(SendError::Closed) => Err(Disconnect::TransportClosed),
+        }
+    }
+
+    async fn close(&mut self, reason: &Disconnect, error: Option<Bytes>) {
+        if let Some(error) = error {
+            let _ = self
+                .session
+                .send(vec![String::from_utf8_lossy(&error).into_owned()]);
+        }
+        let (code, text) = reason.sockjs_close();
+        self.session.close(code, text);
+    }
 }

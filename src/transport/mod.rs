@@ -6,6 +6,7 @@
 
 pub(crate) mod connection;
 pub mod sockjs;
+mod stomp;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -51,7 +52,7 @@ impl Endpoints {
         Self {
             bridge,
             sockjs_paths,
-            max_message_bytes: config.limits.max_frame_bytes.saturating_mul(4),
+            max_message_bytes: max_message_bytes(config),
         }
     }
 
@@ -99,21 +100,131 @@ impl Endpoints {
 
     /// Applies the buffer and size limits to an upgrade.
     pub(crate) fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
-        upgrade
-            .read_buffer_size(READ_BUFFER_BYTES)
-            .write_buffer_size(WRITE_BUFFER_BYTES)
-            .max_message_size(self.max_message_bytes)
-            .max_frame_size(self.max_message_bytes)
+        configure_upgrade(upgrade, self.max_message_bytes)
+    }
+
+    /// Returns the part of `path` after the SockJS prefix it falls under, if any.
+    fn sockjs_rest<'p>(&self, path: &'p str) -> Option<&'p str> {
+        self.sockjs_paths.iter().find_map(|prefix| {
+            let rest = path.strip_prefix(prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+        })
     }
 }
 
-/// Builds the public listener's routes.
+/// Builds the public listener's routes, and starts the task that reclaims
+/// abandoned SockJS sessions.
 pub fn router(bridge: Arc<Bridge>, config: &Config) -> Router {
-    let endpoints = Arc::new(Endpoints::new(bridge, config));
+    let endpoints = Arc::new(Endpoints::new(bridge.clone(), config));
+    let service = Arc::new(stomp::StompService {
+        endpoints: endpoints.clone(),
+    });
+    let sockjs = sockjs::SockJs::new(
+        sockjs_options(config),
+        service,
+        Some(sockjs::SockJsMetrics {
+            sessions: bridge.metrics.sockjs_sessions.clone(),
+            rejected: bridge.metrics.sockjs_rejected.clone(),
+        }),
+    );
+    bridge
+        .tasks
+        .spawn(sockjs.clone().reap(bridge.shutdown.clone()));
+    let state = Arc::new(Public { endpoints, sockjs });
     Router::new()
-        .route(&config.server.websocket_path, get(websocket::endpoint))
-        .fallback(sockjs::dispatch)
-        .with_state(endpoints)
+        .route(&config.server.websocket_path, get(raw_endpoint))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+/// What the public routes share.
+#[derive(Debug)]
+struct Public {
+    endpoints: Arc<Endpoints>,
+    sockjs: Arc<sockjs::SockJs>,
+}
+
+async fn raw_endpoint(
+    axum::extract::State(public): axum::extract::State<Arc<Public>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    websocket::endpoint(
+        axum::extract::State(public.endpoints.clone()),
+        headers,
+        upgrade,
+    )
+    .await
+}
+
+/// Routes every request that no fixed route took: SockJS URLs under a
+/// configured prefix, 404 otherwise.
+async fn dispatch(
+    axum::extract::State(public): axum::extract::State<Arc<Public>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    body: axum::body::Body,
+) -> Response {
+    let Some(rest) = public.endpoints.sockjs_rest(uri.path()) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if let Err(refusal) = public.endpoints.check_origin(&headers) {
+        return refusal.into_response();
+    }
+    // The raw WebSocket under a SockJS prefix speaks STOMP, so it negotiates
+    // the STOMP subprotocols.
+    let upgrade = upgrade.map(|upgrade| {
+        if rest == "/websocket" {
+            websocket::offer_subprotocols(upgrade)
+        } else {
+            upgrade
+        }
+    });
+    let request = sockjs::Request {
+        method,
+        rest: rest.to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        body,
+        upgrade,
+    };
+    public.sockjs.handle(request).await
+}
+
+fn sockjs_options(config: &Config) -> sockjs::Options {
+    let sockjs = &config.server.sockjs;
+    sockjs::Options {
+        websocket: sockjs.websocket,
+        cookie_needed: sockjs.cookie_needed,
+        heartbeat: sockjs.heartbeat_interval,
+        disconnect_delay: sockjs.disconnect_delay,
+        response_limit: sockjs.response_limit,
+        client_url: sockjs.client_url.clone(),
+        max_post_bytes: sockjs.max_post_bytes,
+        max_sessions: sockjs.max_sessions,
+        max_queued_bytes: sockjs.max_queued_bytes,
+        max_message_bytes: max_message_bytes(config),
+    }
+}
+
+/// Largest WebSocket message accepted. A message may hold several STOMP
+/// frames, so this is a multiple of the frame limit.
+fn max_message_bytes(config: &Config) -> usize {
+    config.limits.max_frame_bytes.saturating_mul(4)
+}
+
+/// Applies the buffer and size limits to an upgrade.
+pub(crate) fn configure_upgrade(
+    upgrade: WebSocketUpgrade,
+    max_message_bytes: usize,
+) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes)
 }
 
 /// Whether `origin` matches an entry of `allowed`: `*` matches any origin,

@@ -3,27 +3,12 @@
 
 use std::fmt::Write;
 
-use bytes::Bytes;
+use super::session::Frame;
 
 /// The open frame, sent once when a session starts.
 pub const OPEN: &str = "o";
 /// The heartbeat frame, sent on idle connections so proxies keep them open.
 pub const HEARTBEAT: &str = "h";
-
-/// Encodes messages as one `a[...]` frame.
-pub fn messages(messages: &[Bytes]) -> String {
-    let size = messages.iter().map(|m| m.len() + 8).sum::<usize>();
-    let mut out = String::with_capacity(size + 3);
-    out.push_str("a[");
-    for (i, message) in messages.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        quote(&String::from_utf8_lossy(message), &mut out);
-    }
-    out.push(']');
-    out
-}
 
 /// Encodes a close frame, e.g. `c[3000,"Go away!"]`.
 pub fn close(code: u16, reason: &str) -> String {
@@ -31,6 +16,112 @@ pub fn close(code: u16, reason: &str) -> String {
     quote(reason, &mut out);
     out.push(']');
     out
+}
+
+/// The text of a frame: `o`, `h`, `a[...]` or `c[code,"reason"]`.
+pub fn frame_text(frame: &Frame) -> String {
+    match frame {
+        Frame::Open => OPEN.into(),
+        Frame::Heartbeat => HEARTBEAT.into(),
+        Frame::Messages(messages) => strings(messages),
+        Frame::Close(code, reason) => close(*code, reason),
+    }
+}
+
+/// Encodes string messages as one `a[...]` frame.
+pub fn strings(messages: &[String]) -> String {
+    let size = messages.iter().map(|m| m.len() + 8).sum::<usize>();
+    let mut out = String::with_capacity(size + 3);
+    out.push_str("a[");
+    for (i, message) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        quote(message, &mut out);
+    }
+    out.push(']');
+    out
+}
+
+/// How an HTTP receiving transport writes frames into its response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `xhr` and `xhr_streaming`: one frame per line.
+    Xhr,
+    /// `eventsource`: one `data:` event per frame.
+    EventSource,
+    /// `htmlfile`: one `<script>` calling `p(frame)` per frame.
+    HtmlFile(String),
+    /// `jsonp`: one call of the callback with the frame.
+    Jsonp(String),
+}
+
+/// Bytes of `h` that open an `xhr_streaming` response; some browsers deliver
+/// nothing of a response before its first 2 KiB.
+const XHR_PRELUDE_BYTES: usize = 2048;
+
+/// The `htmlfile` page is padded to this size, for the same reason.
+const HTMLFILE_PRELUDE_BYTES: usize = 1024;
+
+impl Encoding {
+    /// What a streaming response starts with.
+    pub fn prelude(&self) -> Option<String> {
+        match self {
+            Encoding::Xhr => Some("h".repeat(XHR_PRELUDE_BYTES) + "\n"),
+            Encoding::EventSource => Some("\r\n".into()),
+            Encoding::HtmlFile(callback) => {
+                let mut page = format!(
+                    "<!doctype html>\n<html><head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  \
+                     <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n</head><body><h2>Don't panic!</h2>\n  \
+                     <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    \
+                     function p(d) {{c.message(d);}};\n    window.onload = function() {{c.stop();}};\n  </script>"
+                );
+                let padding = HTMLFILE_PRELUDE_BYTES.saturating_sub(page.len());
+                page.push_str(&" ".repeat(padding + 1));
+                page.push_str("\r\n");
+                Some(page)
+            }
+            Encoding::Jsonp(_) => None,
+        }
+    }
+
+    /// One frame as this transport writes it.
+    pub fn frame(&self, frame: &str) -> String {
+        match self {
+            Encoding::Xhr => format!("{frame}\n"),
+            Encoding::EventSource => format!("data: {frame}\r\n\r\n"),
+            Encoding::HtmlFile(_) => {
+                let mut out = String::from("<script>\np(");
+                quote(frame, &mut out);
+                out.push_str(");\n</script>\r\n");
+                out
+            }
+            Encoding::Jsonp(callback) => {
+                let mut out = format!("/**/{callback}(");
+                quote(frame, &mut out);
+                out.push_str(");\r\n");
+                out
+            }
+        }
+    }
+
+    /// The `Content-Type` of the response.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Encoding::Xhr | Encoding::Jsonp(_) => "application/javascript; charset=UTF-8",
+            Encoding::EventSource => "text/event-stream",
+            Encoding::HtmlFile(_) => "text/html; charset=UTF-8",
+        }
+    }
+}
+
+/// Whether `callback` may name a JavaScript function in `htmlfile` and `jsonp`
+/// responses: letters, digits, `-`, `_` and `.` only, so nothing can be injected.
+pub fn is_valid_callback(callback: &str) -> bool {
+    !callback.is_empty()
+        && callback
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A client message that is neither a JSON array of strings nor one string.
@@ -104,12 +195,9 @@ mod tests {
 
     #[test]
     fn messages_frame_holds_stomp_frames_as_strings() {
-        let frames = [
-            Bytes::from_static(b"CONNECTED\nversion:1.2\n\n\0"),
-            Bytes::from_static(b"\n"),
-        ];
+        let frames = ["CONNECTED\nversion:1.2\n\n\0".to_string(), "\n".to_string()];
         assert_eq!(
-            messages(&frames),
+            strings(&frames),
             r#"a["CONNECTED\nversion:1.2\n\n\u0000","\n"]"#
         );
     }

@@ -1,25 +1,30 @@
-//! `{prefix}/info`: the server's capabilities, read by sockjs-client before it
-//! picks a transport, with the CORS and caching headers the protocol requires.
+//! `/info`, the iframe page, and the CORS and caching headers.
+//!
+//! sockjs-client reads `/info` before it picks a transport. Answers that may
+//! be cached (preflights, the iframe page) say so for a year; answers that
+//! must not be cached carry [`NO_CACHE`].
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
-/// Cache lifetime of preflight responses, in seconds (one year, as sockjs-node uses).
-const PREFLIGHT_MAX_AGE: &str = "31536000";
+use super::Options;
 
-/// Headers that stop any cache from keeping a response.
-pub(crate) const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
+/// Cache lifetime of cacheable responses, in seconds (one year).
+const YEAR_SECONDS: &str = "31536000";
+
+/// The `Cache-Control` value that stops any cache from keeping a response.
+pub(super) const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
 
 /// Handles GET and OPTIONS on `/info`.
-pub(crate) fn handle(method: &Method, request: &HeaderMap) -> Response {
+pub(super) fn info(method: &Method, request: &HeaderMap, options: &Options) -> Response {
     match *method {
         Method::GET => {
             let body = serde_json::json!({
-                "websocket": true,
+                "websocket": options.websocket,
                 "origins": ["*:*"],
-                "cookie_needed": false,
+                "cookie_needed": options.cookie_needed,
                 "entropy": rand::random::<u32>(),
             });
             let mut response = (
@@ -34,32 +39,38 @@ pub(crate) fn handle(method: &Method, request: &HeaderMap) -> Response {
             response
         }
         Method::OPTIONS => preflight(request, "OPTIONS, GET"),
-        _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        _ => not_allowed("OPTIONS, GET"),
     }
 }
 
 /// Builds the 204 response to a CORS preflight request, allowing `methods`.
-pub(crate) fn preflight(request: &HeaderMap, methods: &'static str) -> Response {
-    let mut response = (
-        StatusCode::NO_CONTENT,
-        [
-            (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
-            (header::CACHE_CONTROL, "public, max-age=31536000"),
-            (header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE),
-        ],
-    )
-        .into_response();
+pub(super) fn preflight(request: &HeaderMap, methods: &'static str) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    cacheable(headers);
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(YEAR_SECONDS),
+    );
     cors(request, response.headers_mut());
     response
 }
 
-/// Adds CORS headers: the request's `Origin` is echoed with credentials
-/// allowed (sockjs-client sends cookies), or `*` without one.
-pub(crate) fn cors(request: &HeaderMap, response: &mut HeaderMap) {
-    let origin = request
-        .get(header::ORIGIN)
-        .filter(|origin| origin.as_bytes() != b"null");
-    match origin {
+/// A 405 answer with `Allow` and no body.
+pub(super) fn not_allowed(methods: &'static str) -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, methods)]).into_response()
+}
+
+/// Adds CORS headers: the request's `Origin` is echoed (`null` included, which
+/// pages opened from files send) with credentials allowed, because
+/// sockjs-client sends cookies; without an `Origin`, `*`. Requested headers
+/// are allowed as asked.
+pub(super) fn cors(request: &HeaderMap, response: &mut HeaderMap) {
+    match request.get(header::ORIGIN) {
         Some(origin) => {
             response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             response.insert(
@@ -74,7 +85,73 @@ pub(crate) fn cors(request: &HeaderMap, response: &mut HeaderMap) {
             );
         }
     }
-    if let Some(requested) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+    if let Some(requested) = request
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|value| !value.is_empty())
+    {
         response.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
     }
+}
+
+/// Marks a response cacheable for a year.
+fn cacheable(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000"),
+    );
+    let expires = httpdate::fmt_http_date(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(31_536_000),
+    );
+    if let Ok(expires) = HeaderValue::from_str(&expires) {
+        headers.insert(header::EXPIRES, expires);
+    }
+}
+
+/// Serves `/iframe.html` and its versioned names (`/iframe-0.1.2.html`): a
+/// page that loads sockjs-client from `client_url` for the iframe-based
+/// transports. Cacheable, with an `ETag` that answers `If-None-Match`.
+pub(super) fn iframe(path: &str, request: &HeaderMap, client_url: &str) -> Response {
+    let name = path.strip_prefix('/').unwrap_or(path);
+    let valid = name == "iframe.html"
+        || name
+            .strip_prefix("iframe-")
+            .and_then(|rest| rest.strip_suffix(".html"))
+            .is_some_and(|version| !version.contains('/'));
+    if !valid {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let body = iframe_page(client_url);
+    let etag = format!("\"{:016x}\"", fnv1a(body.as_bytes()));
+    if request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|value| value.as_bytes() == etag.as_bytes())
+    {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=UTF-8")], body).into_response();
+    cacheable(response.headers_mut());
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn iframe_page(client_url: &str) -> String {
+    // The client URL comes from the configuration; a quote in it would end
+    // the attribute, so it is escaped.
+    let client_url = client_url.replace('"', "&quot;");
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  \
+         <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n  \
+         <script src=\"{client_url}\"></script>\n  <script>\n    document.domain = document.domain;\n    \
+         SockJS.bootstrap_iframe();\n  </script>\n</head>\n<body>\n  <h2>Don't panic!</h2>\n  \
+         <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>\n</body>\n</html>"
+    )
+}
+
+/// FNV-1a, enough for an ETag of a page that only changes with the configuration.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -1,62 +1,93 @@
-//! The SockJS websocket transport: `{prefix}/{server}/{session}/websocket`.
+//! The websocket transport: `{prefix}/{server}/{session}/websocket`.
 //!
-//! The server sends `o` on open, `a[...]` with one or more STOMP frames as JSON
-//! strings, `h` when the connection is idle and `c[code,"reason"]` before
-//! closing. The client sends a JSON array of strings (or one string) per
-//! message; an empty message is ignored and broken JSON ends the session.
+//! The server sends `o` on open, `a[...]` with queued messages, `h` when the
+//! connection is idle and `c[code,"reason"]` before closing. The client sends
+//! a JSON array of strings (or one string) per message; an empty message or
+//! array is ignored and broken JSON closes the connection at once. A session
+//! lives as long as its WebSocket, so session ids may be reused.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use axum::extract::ws::Message;
-use bytes::Bytes;
-
-use super::framing;
-use crate::{
-    disconnect::Disconnect,
-    metrics::Transport,
-    transport::connection::{self, Wire},
+use axum::{
+    extract::ws::{Message, WebSocket},
+    http::{Method, StatusCode},
+    response::{IntoResponse, Response},
 };
 
-/// SockJS framing over one WebSocket.
-#[derive(Debug)]
-pub(crate) struct SockJsWire {
-    pub heartbeat: Duration,
+use super::{
+    framing, info,
+    session::{Attach, Frame, INTERRUPTED, Shared},
+};
+
+/// Moves messages between `socket` and the session until either ends.
+pub(super) async fn pump(mut socket: WebSocket, shared: Arc<Shared>, heartbeat: Duration) {
+    let token = match shared.attach() {
+        Attach::Attached(token) => token,
+        Attach::Busy => return,
+    };
+    if socket.send(Message::text(framing::OPEN)).await.is_err() {
+        shared.close(INTERRUPTED.0, INTERRUPTED.1);
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = shared.next_frame(heartbeat) => {
+                let closing = matches!(frame, Frame::Close(..));
+                let text = framing::frame_text(&frame);
+                if socket.send(Message::text(text)).await.is_err() {
+                    shared.close(INTERRUPTED.0, INTERRUPTED.1);
+                    break;
+                }
+                if closing {
+                    let _ = socket.send(Message::Close(None)).await;
+                    break;
+                }
+            }
+            received = socket.recv() => {
+                if !received_message(&shared, received).await {
+                    shared.close(INTERRUPTED.0, INTERRUPTED.1);
+                    break;
+                }
+            }
+        }
+    }
+    shared.detach(token);
 }
 
-impl Wire for SockJsWire {
-    const TRANSPORT: Transport = Transport::SockJsWebSocket;
-
-    fn open(&mut self, messages: &mut Vec<Message>) {
-        messages.push(Message::text(framing::OPEN));
+/// Hands one client message to the session; `false` ends the connection.
+async fn received_message(shared: &Shared, received: Option<Result<Message, axum::Error>>) -> bool {
+    let text = match received {
+        Some(Ok(Message::Text(text))) => text,
+        Some(Ok(Message::Binary(data))) => match String::from_utf8(data.to_vec()) {
+            Ok(text) => text.into(),
+            Err(_) => return false,
+        },
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => return true,
+        Some(Ok(Message::Close(_)) | Err(_)) | None => return false,
+    };
+    if text.is_empty() {
+        return true;
     }
-
-    fn receive(&mut self, message: Message, chunks: &mut Vec<Bytes>) -> Result<(), Disconnect> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(data) => data.try_into().map_err(|_| Disconnect::BrokenJson)?,
-            Message::Close(_) => return Err(Disconnect::TransportClosed),
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-        };
-        if text.is_empty() {
-            return Ok(());
-        }
-        let messages = framing::parse_client(&text).map_err(|_| Disconnect::BrokenJson)?;
-        chunks.extend(messages.into_iter().map(Bytes::from));
-        Ok(())
+    let Ok(messages) = framing::parse_client(&text) else {
+        return false;
+    };
+    if messages.is_empty() {
+        return true;
     }
-
-    fn send(&mut self, frames: &mut Vec<Bytes>, messages: &mut Vec<Message>) {
-        messages.push(Message::text(framing::messages(frames)));
-        frames.clear();
+    match shared.inbound() {
+        Some(inbound) => inbound.send(messages).await.is_ok(),
+        None => true,
     }
+}
 
-    fn keepalive(&self) -> Option<(Duration, Message)> {
-        Some((self.heartbeat, Message::text(framing::HEARTBEAT)))
+/// The answer to a request on a WebSocket URL that is not a WebSocket upgrade.
+pub(super) fn upgrade_required(method: &Method) -> Response {
+    if *method != Method::GET {
+        return info::not_allowed("GET");
     }
-
-    fn close(&mut self, reason: &Disconnect, messages: &mut Vec<Message>) {
-        let (code, text) = reason.sockjs_close();
-        messages.push(Message::text(framing::close(code, text)));
-        messages.push(connection::close_message(reason));
-    }
+    (
+        StatusCode::BAD_REQUEST,
+        "Can \"Upgrade\" only to \"WebSocket\".",
+    )
+        .into_response()
 }
