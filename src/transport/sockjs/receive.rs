@@ -179,11 +179,12 @@ impl Stream {
         limit: usize,
         heartbeat: std::time::Duration,
     ) {
-        if streaming
-            && let Some(prelude) = self.encoding.prelude()
-            && !self.write(prelude).await
-        {
-            return;
+        if streaming && let Some(prelude) = self.encoding.prelude() {
+            // The prelude does not count toward the response limit.
+            let alive = self.tx.send(Ok(Bytes::from(prelude))).await.is_ok();
+            if !alive {
+                return;
+            }
         }
         if opened && (!self.frame(&Frame::Open).await || !streaming) {
             return;
