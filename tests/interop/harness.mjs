@@ -48,12 +48,13 @@ export async function startBridge({ queues = [{ name: 'iot', routingKey: 'iot' }
     'rabbitmq:',
     `  url: ${AMQP_URL}`,
     `  exchange: ${exchange}`,
+    `  app_exchange: ${prefix}.app`,
     'queues:',
     ...queues.flatMap((q, i) => [
       `  - name: ${names[i]}`,
-      `    routing_key: "${prefix}.${q.routingKey}"`,
+      `    routing_key: "${q.options?.includes('exchange:') ? q.routingKey : `${prefix}.${q.routingKey}`}"`,
       '    durable: false',
-      ...(q.options ? [q.options] : []),
+      ...(q.options ? [q.options.replaceAll('PREFIX', prefix)] : []),
     ]),
   ];
   const dir = mkdtempSync(join(tmpdir(), 'stompbridge-interop-'));
@@ -149,6 +150,7 @@ class Bridge {
       await this.channel.deleteQueue(name).catch(() => {});
     }
     await this.channel.deleteExchange(this.exchange).catch(() => {});
+    await this.channel.deleteExchange(`${this.prefix}.app`).catch(() => {});
     await this.connection.close().catch(() => {});
     if (signal === 'SIGKILL') {
       throw new Error(`stompbridge did not exit within 20 s of SIGTERM:\n${this.logs.slice(-30).join('\n')}`);
