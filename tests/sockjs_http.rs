@@ -1,7 +1,10 @@
 //! The SockJS HTTP transports on their own, with echo and close services:
 //! framing, preludes, the response limit, timeouts, cookies and errors.
 
-#![allow(clippy::unwrap_used, reason = "a test fails loudly on any unexpected error")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on any unexpected error"
+)]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -109,11 +112,21 @@ fn test_options() -> Options {
 }
 
 fn session_url(server: &Server, service: &str) -> String {
-    format!("http://{}/{service}/000/{:016x}", server.addr, rand::random::<u64>())
+    format!(
+        "http://{}/{service}/000/{:016x}",
+        server.addr,
+        rand::random::<u64>()
+    )
 }
 
 async fn post(server: &Server, url: &str, body: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let response = server.client.post(url).body(body.to_owned()).send().await.unwrap();
+    let response = server
+        .client
+        .post(url)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.text().await.unwrap())
@@ -140,7 +153,10 @@ async fn xhr_polling_opens_sends_and_receives() {
     let url = session_url(&server, "echo");
     let (status, headers, body) = post(&server, &format!("{url}/xhr"), "").await;
     assert_eq!((status, body.as_str()), (200, "o\n"));
-    assert_eq!(headers["content-type"], "application/javascript; charset=UTF-8");
+    assert_eq!(
+        headers["content-type"],
+        "application/javascript; charset=UTF-8"
+    );
     assert_eq!(
         headers["cache-control"],
         "no-store, no-cache, no-transform, must-revalidate, max-age=0"
@@ -180,7 +196,10 @@ async fn second_receiver_gets_another_connection_close() {
     let first = tokio::spawn(first);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, _, body) = post(&server, &format!("{url}/xhr"), "").await;
-    assert_eq!((status, body.as_str()), (200, "c[2010,\"Another connection still open\"]\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "c[2010,\"Another connection still open\"]\n")
+    );
     // The first poll still gets a heartbeat when nothing arrives.
     let first = first.await.unwrap().unwrap().text().await.unwrap();
     assert_eq!(first, "h\n");
@@ -190,14 +209,20 @@ async fn second_receiver_gets_another_connection_close() {
 async fn xhr_streaming_prelude_frames_and_limit() {
     let server = server(test_options()).await;
     let url = session_url(&server, "echo");
-    let mut stream = server.client.post(format!("{url}/xhr_streaming")).send().await.unwrap();
+    let mut stream = server
+        .client
+        .post(format!("{url}/xhr_streaming"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(chunk(&mut stream).await.unwrap(), "h".repeat(2048) + "\n");
     assert_eq!(chunk(&mut stream).await.unwrap(), "o\n");
 
     let message = format!("\"{}\"", "x".repeat(128));
     for _ in 0..31 {
-        let (status, _, _) = post(&server, &format!("{url}/xhr_send"), &format!("[{message}]")).await;
+        let (status, _, _) =
+            post(&server, &format!("{url}/xhr_send"), &format!("[{message}]")).await;
         assert_eq!(status, 204);
         assert_eq!(chunk(&mut stream).await.unwrap(), format!("a[{message}]\n"));
     }
@@ -209,21 +234,37 @@ async fn xhr_streaming_prelude_frames_and_limit() {
 async fn eventsource_and_htmlfile_framing() {
     let server = server(test_options()).await;
     let url = session_url(&server, "echo");
-    let mut events = server.client.get(format!("{url}/eventsource")).send().await.unwrap();
+    let mut events = server
+        .client
+        .get(format!("{url}/eventsource"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     assert_eq!(chunk(&mut events).await.unwrap(), "\r\n");
     assert_eq!(chunk(&mut events).await.unwrap(), "data: o\r\n\r\n");
     post(&server, &format!("{url}/xhr_send"), r#"["  \u0000\n\r "]"#).await;
-    assert_eq!(chunk(&mut events).await.unwrap(), "data: a[\"  \\u0000\\n\\r \"]\r\n\r\n");
+    assert_eq!(
+        chunk(&mut events).await.unwrap(),
+        "data: a[\"  \\u0000\\n\\r \"]\r\n\r\n"
+    );
     drop(events);
 
     let url = session_url(&server, "echo");
-    let mut page = server.client.get(format!("{url}/htmlfile?c=%63allback")).send().await.unwrap();
+    let mut page = server
+        .client
+        .get(format!("{url}/htmlfile?c=%63allback"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.headers()["content-type"], "text/html; charset=UTF-8");
     let prelude = chunk(&mut page).await.unwrap();
     assert!(prelude.len() > 1024, "the prelude is padded past 1 KiB");
     assert!(prelude.contains("var c = parent.callback;"));
-    assert_eq!(chunk(&mut page).await.unwrap(), "<script>\np(\"o\");\n</script>\r\n");
+    assert_eq!(
+        chunk(&mut page).await.unwrap(),
+        "<script>\np(\"o\");\n</script>\r\n"
+    );
     post(&server, &format!("{url}/xhr_send"), r#"["x"]"#).await;
     assert_eq!(
         chunk(&mut page).await.unwrap(),
@@ -237,10 +278,16 @@ async fn callbacks_are_required_and_checked() {
     for transport in ["htmlfile", "jsonp"] {
         let base = format!("http://{}/echo/a/a/{transport}", server.addr);
         let (status, body) = get(&server, &base).await;
-        assert_eq!((status, body.as_str()), (500, "\"callback\" parameter required"));
+        assert_eq!(
+            (status, body.as_str()),
+            (500, "\"callback\" parameter required")
+        );
         for callback in ["%20", "*", "abc(", "abc%28"] {
             let (status, body) = get(&server, &format!("{base}?c={callback}")).await;
-            assert_eq!((status, body.as_str()), (500, "invalid \"callback\" parameter"));
+            assert_eq!(
+                (status, body.as_str()),
+                (500, "invalid \"callback\" parameter")
+            );
         }
     }
 }
@@ -309,12 +356,22 @@ async fn session_without_receiver_is_reclaimed() {
 async fn aborted_streaming_request_interrupts_the_session() {
     let server = server(test_options()).await;
     let url = session_url(&server, "echo");
-    let mut first = server.client.post(format!("{url}/xhr_streaming")).send().await.unwrap();
+    let mut first = server
+        .client
+        .post(format!("{url}/xhr_streaming"))
+        .send()
+        .await
+        .unwrap();
     chunk(&mut first).await;
     assert_eq!(chunk(&mut first).await.unwrap(), "o\n");
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut second = server.client.post(format!("{url}/xhr_streaming")).send().await.unwrap();
+    let mut second = server
+        .client
+        .post(format!("{url}/xhr_streaming"))
+        .send()
+        .await
+        .unwrap();
     chunk(&mut second).await;
     let next = chunk(&mut second).await.unwrap();
     assert!(
@@ -337,7 +394,10 @@ async fn cookie_needed_sets_jsessionid() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["set-cookie"], "JSESSIONID=abcdef; path=/");
+    assert_eq!(
+        response.headers()["set-cookie"],
+        "JSESSIONID=abcdef; path=/"
+    );
     let (status, body) = get(&server, &format!("http://{}/cookie/info", server.addr)).await;
     assert_eq!(status, 200);
     assert!(body.contains("\"cookie_needed\":true"), "{body}");
@@ -348,7 +408,10 @@ async fn preflight_and_iframe_are_cacheable() {
     let server = server(test_options()).await;
     let response = server
         .client
-        .request(reqwest::Method::OPTIONS, format!("http://{}/echo/abc/abc/xhr", server.addr))
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/echo/abc/abc/xhr", server.addr),
+        )
         .header("Origin", "null")
         .header("Access-Control-Request-Headers", "a, b, c")
         .send()
@@ -360,13 +423,28 @@ async fn preflight_and_iframe_are_cacheable() {
     assert_eq!(headers["access-control-allow-credentials"], "true");
     assert_eq!(headers["access-control-allow-headers"], "a, b, c");
     assert_eq!(headers["access-control-allow-methods"], "OPTIONS, POST");
-    assert!(headers["cache-control"].to_str().unwrap().contains("max-age=31536000"));
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=31536000")
+    );
     assert!(headers.contains_key("expires"));
 
-    let page = server.client.get(format!("http://{}/echo/iframe-0.1.2.html", server.addr)).send().await.unwrap();
+    let page = server
+        .client
+        .get(format!("http://{}/echo/iframe-0.1.2.html", server.addr))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(page.status(), 200);
     let etag = page.headers()["etag"].clone();
-    assert!(page.text().await.unwrap().contains("SockJS.bootstrap_iframe();"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("SockJS.bootstrap_iframe();")
+    );
     let again = server
         .client
         .get(format!("http://{}/echo/iframe.html", server.addr))
@@ -386,8 +464,35 @@ async fn session_limit_refuses_new_sessions() {
         ..test_options()
     })
     .await;
-    let (status, _, _) = post(&server, &format!("{}/xhr", session_url(&server, "echo")), "").await;
+    let (status, _, _) = post(
+        &server,
+        &format!("{}/xhr", session_url(&server, "echo")),
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _, _) = post(&server, &format!("{}/xhr", session_url(&server, "echo")), "").await;
+    let (status, _, _) = post(
+        &server,
+        &format!("{}/xhr", session_url(&server, "echo")),
+        "",
+    )
+    .await;
     assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn websocket_versions_other_than_13_get_426() {
+    let server = server(test_options()).await;
+    let response = server
+        .client
+        .get(format!("http://{}/echo/000/abc/websocket", server.addr))
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "8")
+        .header("Sec-WebSocket-Key", "x3JJHMbDL1EzLkh9GBhXDw==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
 }

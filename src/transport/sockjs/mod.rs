@@ -215,7 +215,7 @@ impl SockJs {
         }
         let upgrade = match request.upgrade {
             Ok(upgrade) => upgrade,
-            Err(_) => return websocket::upgrade_required(&request.method),
+            Err(_) => return websocket::upgrade_required(&request.method, &request.headers),
         };
         let ticket = match self.service.admit(&request.headers) {
             Ok(ticket) => ticket,
@@ -256,7 +256,7 @@ impl SockJs {
         }
         let upgrade = match request.upgrade {
             Ok(upgrade) => upgrade,
-            Err(_) => return websocket::upgrade_required(&request.method),
+            Err(_) => return websocket::upgrade_required(&request.method, &request.headers),
         };
         let ticket = match self.service.admit(&request.headers) {
             Ok(ticket) => ticket,

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::ws::{Message, WebSocket},
-    http::{Method, StatusCode},
+    http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
 
@@ -80,10 +80,21 @@ async fn received_message(shared: &Shared, received: Option<Result<Message, axum
     }
 }
 
-/// The answer to a request on a WebSocket URL that is not a WebSocket upgrade.
-pub(super) fn upgrade_required(method: &Method) -> Response {
+/// The answer to a request on a WebSocket URL that is not a valid WebSocket
+/// upgrade. RFC 6455, section 4.4: a server that does not speak the requested
+/// version answers with the versions it does, here only 13.
+pub(super) fn upgrade_required(method: &Method, headers: &HeaderMap) -> Response {
     if *method != Method::GET {
         return info::not_allowed("GET");
+    }
+    let version = headers.get("sec-websocket-version");
+    if version.is_some_and(|v| v.as_bytes() != b"13") {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [("sec-websocket-version", "13")],
+            "Unsupported WebSocket version: only version 13 (RFC 6455) is spoken.",
+        )
+            .into_response();
     }
     (
         StatusCode::BAD_REQUEST,
