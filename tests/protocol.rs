@@ -196,3 +196,18 @@ async fn shutdown_sends_error_to_every_session() {
     assert_eq!(code, Some(1001));
     bridge.cleanup().await;
 }
+
+#[tokio::test]
+async fn extreme_heart_beat_values_are_harmless() {
+    let bridge = bridge("").await;
+    let mut client = Client::open(&bridge.url("/ws-raw"), &["v12.stomp"], Framing::Raw).await;
+    let max = u64::MAX;
+    let connected = client.handshake(&format!("heart-beat:{max},{max}")).await;
+    assert_eq!(connected.command, Command::Connected);
+    client
+        .subscribe("1", &format!("/topic/queues/{}", bridge.queue("p")))
+        .await;
+    bridge.publish("p", b"1").await;
+    assert_eq!(client.frame().await.get("subscription"), Some("1"));
+    bridge.cleanup().await;
+}

@@ -172,10 +172,12 @@ impl Jwt {
             Some(Value::String(roles)) => roles.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
+        // An `exp` beyond what the clock can represent never expires.
         let expires_at = claims
             .get("exp")
             .and_then(Value::as_u64)
-            .map(|exp| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(exp + self.leeway));
+            .and_then(|exp| exp.checked_add(self.leeway))
+            .and_then(|at| SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(at)));
         Ok(Principal {
             user: user.into(),
             roles,

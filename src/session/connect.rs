@@ -89,12 +89,14 @@ impl Session {
     }
 
     fn set_principal(&mut self, principal: Option<Principal>) {
-        self.expires_at = principal.as_ref().and_then(|p| p.expires_at).map(|at| {
-            match at.duration_since(SystemTime::now()) {
-                Ok(left) => Instant::now() + left,
-                Err(_) => Instant::now(),
-            }
-        });
+        // An expiry too far ahead for the clock means no expiry.
+        self.expires_at = principal
+            .as_ref()
+            .and_then(|p| p.expires_at)
+            .and_then(|at| match at.duration_since(SystemTime::now()) {
+                Ok(left) => Instant::now().checked_add(left),
+                Err(_) => Some(Instant::now()),
+            });
         self.principal = principal;
     }
 

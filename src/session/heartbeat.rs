@@ -77,14 +77,16 @@ impl HeartBeat {
     }
 
     /// When the next heart-beat is due to be sent.
+    /// `None` also when the client asked for an interval so long that the
+    /// time is past what the clock can represent.
     pub fn send_due(&self) -> Option<Instant> {
-        self.send_every.map(|every| self.last_write + every)
+        self.last_write.checked_add(self.send_every?)
     }
 
     /// When the client counts as silent.
     pub fn receive_due(&self) -> Option<Instant> {
-        self.expect_every
-            .map(|every| self.last_read + every * TOLERANCE)
+        let silence = self.expect_every?.checked_mul(TOLERANCE)?;
+        self.last_read.checked_add(silence)
     }
 }
 
@@ -146,6 +148,16 @@ mod tests {
             assert_eq!(result.err(), Some(InvalidHeartBeat), "{value:?}");
         }
         assert!(HeartBeat::negotiate(Some(" 1 , 2 "), &offer(1, 1), now).is_ok());
+    }
+
+    #[test]
+    fn huge_intervals_do_not_overflow() {
+        let now = Instant::now();
+        let value = format!("{0},{0}", u64::MAX);
+        let hb = HeartBeat::negotiate(Some(&value), &offer(10_000, 10_000), now).unwrap();
+        // Either far in the future or beyond the clock; never a panic.
+        assert!(hb.send_due().is_none_or(|due| due > now));
+        assert!(hb.receive_due().is_none_or(|due| due > now));
     }
 
     #[test]

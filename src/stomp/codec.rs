@@ -135,8 +135,9 @@ impl Decoder {
             return Ok(false);
         };
         let (frame, body_len) = parse_head(&buf[..head_len], self.version, &self.limits)?;
-        // The frame is the head, the body and the closing NUL.
-        if head_len + body_len.unwrap_or(0) >= self.limits.max_frame_bytes {
+        // The frame is the head, the body and the closing NUL. A client may
+        // declare any content-length, so the sum saturates rather than wraps.
+        if head_len.saturating_add(body_len.unwrap_or(0)) >= self.limits.max_frame_bytes {
             return Err(DecodeError::FrameTooLarge {
                 max: self.limits.max_frame_bytes,
             });

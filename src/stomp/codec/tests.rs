@@ -219,6 +219,23 @@ fn oversize_content_length_is_rejected_before_the_body() {
 }
 
 #[test]
+fn huge_content_length_is_rejected_without_overflow() {
+    // Found by the fuzzer: usize::MAX as content-length overflowed the size check.
+    let input = format!("NACK\ncontent-length:{}\n\nz", usize::MAX);
+    assert_eq!(
+        decode_one(Some(Version::V1_2), input.as_bytes()).unwrap_err(),
+        DecodeError::FrameTooLarge {
+            max: DEFAULT_MAX_FRAME_BYTES
+        }
+    );
+    let too_big = b"NACK\ncontent-length:00001844674407370955161500\n\nz\0";
+    assert_eq!(
+        decode_one(Some(Version::V1_2), too_big).unwrap_err(),
+        DecodeError::InvalidContentLength("00001844674407370955161500".into())
+    );
+}
+
+#[test]
 fn frame_at_exactly_the_limit_is_accepted() {
     // 6 bytes of head, 57 of body and the NUL make 64.
     let mut input = b"SEND\n\n".to_vec();
