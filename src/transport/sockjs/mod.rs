@@ -2,7 +2,7 @@
 //! the sockjs-protocol test suite defines it, for any [`Service`].
 //!
 //! URLs under a prefix (the SockJS base URL):
-//! - `` and `/`: the greeting; `/info`: server capabilities (see [`info`]);
+//! - `` and `/`: the greeting; `/info`: server capabilities, with CORS;
 //! - `/iframe.html` (and versioned names): the page of the iframe transports;
 //! - `/websocket`: raw WebSocket, handed to [`Service::serve_raw`];
 //! - `/{server}/{session}/{transport}`: a session, where the transport is
