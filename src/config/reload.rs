@@ -35,7 +35,7 @@ const RESTART_SETTINGS: &[&str] = &[
     "log.level",
 ];
 
-/// What a reload changes.
+/// Changes that a reload applies.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub added: Vec<String>,
@@ -62,7 +62,7 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
         if let Ok(event) = event
             && concerns(&event, &name)
         {
-            // A full channel already holds a pending reload.
+            // A full channel already has a pending reload.
             let _ = events_tx.try_send(());
         }
     });
@@ -103,7 +103,7 @@ pub async fn watch(bridge: Arc<Bridge>, path: PathBuf) {
     }
 }
 
-/// Whether a folder event may have changed the configuration file: it names the
+/// Returns whether a folder event may have changed the configuration file: it names the
 /// file, or a `..`-prefixed entry (Kubernetes swaps `..data` to update a
 /// ConfigMap), or no path at all. Other files in the folder, such as a log,
 /// are ignored.

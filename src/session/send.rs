@@ -50,7 +50,7 @@ pub struct SendRequest {
     pub routing_key: String,
     pub body: Bytes,
     pub properties: BasicProperties,
-    /// The SEND's `receipt`, answered once the publish is confirmed.
+    /// The SEND's `receipt`, acknowledged once the publish is confirmed.
     pub receipt: Option<String>,
 }
 
@@ -107,7 +107,7 @@ impl Session {
         std::mem::take(&mut self.sends)
     }
 
-    /// Whether the connection may read more frames from the client.
+    /// Returns whether the connection may read more frames from the client.
     pub fn can_read(&self) -> bool {
         self.sends_in_flight < MAX_SENDS_IN_FLIGHT
     }

@@ -19,7 +19,7 @@ use crate::{
 /// Prefix of destinations resolved to the session's user.
 pub const USER_PREFIX: &str = "/user";
 
-/// The router key of `destination` (such as `/queue/notifications`) for `user`.
+/// Returns the router key of `destination` (such as `/queue/notifications`) for `user`.
 pub fn user_route(user: &str, destination: &str) -> String {
     format!("user:{}:{user}{destination}", user.len())
 }

@@ -33,9 +33,9 @@ const BATCH: usize = 256;
 /// Time allowed to write the final ERROR and close frames to a closing session.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What carries one STOMP session's frames.
+/// Carrier of one STOMP session's frames.
 pub(crate) trait Link: Send {
-    /// The `transport` label of this link.
+    /// Returns the `transport` label of this link.
     fn transport(&self) -> Transport;
 
     /// Waits for the next data from the client. Cancel-safe: dropping the
@@ -307,7 +307,7 @@ fn ws_message(frame: Bytes) -> Message {
     }
 }
 
-/// A WebSocket close message with the reason's close code.
+/// Builds a WebSocket close message with the reason's close code.
 fn close_message(reason: &Disconnect) -> Message {
     let text = reason.to_string();
     // RFC 6455, section 5.5: control frame payloads are at most 125 bytes, two

@@ -137,7 +137,7 @@ pub fn router(bridge: Arc<Bridge>, config: &Config) -> Router {
         .with_state(state)
 }
 
-/// What the public routes share.
+/// State shared by the public routes.
 #[derive(Debug)]
 struct Public {
     endpoints: Arc<Endpoints>,
@@ -227,7 +227,7 @@ pub(crate) fn configure_upgrade(
         .max_frame_size(max_message_bytes)
 }
 
-/// Whether `origin` matches an entry of `allowed`: `*` matches any origin,
+/// Returns whether `origin` matches an entry of `allowed`: `*` matches any origin,
 /// `https://*.example.com` any subdomain of example.com over https, and any
 /// other entry that origin exactly (ASCII case-insensitive).
 pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
@@ -250,7 +250,7 @@ pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     })
 }
 
-/// Why a connection was refused before its session started.
+/// Reason a connection was refused before its session started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// 403: the `Origin` is not in `server.allowed_origins`.

@@ -3,7 +3,7 @@
 //!
 //! The client offers `v10.stomp`, `v11.stomp` and `v12.stomp` as subprotocols.
 //! The server echoes exactly one of them, the highest offered, because browsers
-//! fail the handshake otherwise. RFC 6455, section 4.1, says the selected
+//! fail the handshake otherwise. RFC 6455, section 4.1, requires that the selected
 //! protocol "MUST be one of the values the client offered".
 
 use std::sync::Arc;
@@ -39,8 +39,8 @@ pub(crate) async fn endpoint(
     })
 }
 
-/// The subprotocol negotiation of raw STOMP WebSockets, for the SockJS
-/// `/websocket` URL too.
+/// Offers the STOMP subprotocols on an upgrade, for the SockJS `/websocket`
+/// URL too.
 pub(crate) fn offer_subprotocols(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
     upgrade.protocols(SUBPROTOCOLS)
 }

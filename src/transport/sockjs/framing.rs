@@ -18,7 +18,7 @@ pub fn close(code: u16, reason: &str) -> String {
     out
 }
 
-/// The text of a frame: `o`, `h`, `a[...]` or `c[code,"reason"]`.
+/// Returns the text of a frame: `o`, `h`, `a[...]` or `c[code,"reason"]`.
 pub fn frame_text(frame: &Frame) -> String {
     match frame {
         Frame::Open => OPEN.into(),
@@ -43,7 +43,7 @@ pub fn strings(messages: &[String]) -> String {
     out
 }
 
-/// How an HTTP receiving transport writes frames into its response.
+/// Encoding of frames in the response of an HTTP receiving transport.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Encoding {
     /// `xhr` and `xhr_streaming`: one frame per line.
@@ -64,7 +64,7 @@ const XHR_PRELUDE_BYTES: usize = 2048;
 const HTMLFILE_PRELUDE_BYTES: usize = 1024;
 
 impl Encoding {
-    /// What a streaming response starts with.
+    /// Returns the prelude a streaming response starts with.
     pub fn prelude(&self) -> Option<String> {
         match self {
             Encoding::Xhr => Some("h".repeat(XHR_PRELUDE_BYTES) + "\n"),
@@ -85,7 +85,7 @@ impl Encoding {
         }
     }
 
-    /// One frame as this transport writes it.
+    /// Encodes one frame as this transport writes it.
     pub fn frame(&self, frame: &str) -> String {
         match self {
             Encoding::Xhr => format!("{frame}\n"),
@@ -105,7 +105,7 @@ impl Encoding {
         }
     }
 
-    /// The `Content-Type` of the response.
+    /// Returns the `Content-Type` of the response.
     pub fn content_type(&self) -> &'static str {
         match self {
             Encoding::Xhr | Encoding::Jsonp(_) => "application/javascript; charset=UTF-8",

@@ -1,8 +1,8 @@
 //! `/info`, the iframe page, and the CORS and caching headers.
 //!
-//! sockjs-client reads `/info` before it picks a transport. Answers that may
-//! be cached (preflights, the iframe page) say so for a year; answers that
-//! must not be cached carry [`NO_CACHE`].
+//! sockjs-client reads `/info` before it picks a transport. Responses that may
+//! be cached (preflights, the iframe page) allow it for a year, and responses
+//! that must not be cached carry [`NO_CACHE`].
 
 use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
@@ -60,7 +60,7 @@ pub(super) fn preflight(request: &HeaderMap, methods: &'static str) -> Response 
     response
 }
 
-/// A 405 answer with `Allow` and no body.
+/// Builds a 405 response with `Allow` and no body.
 pub(super) fn not_allowed(methods: &'static str) -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, methods)]).into_response()
 }
@@ -109,7 +109,7 @@ fn cacheable(headers: &mut HeaderMap) {
 
 /// Serves `/iframe.html` and its versioned names (`/iframe-0.1.2.html`): a
 /// page that loads sockjs-client from `client_url` for the iframe-based
-/// transports. Cacheable, with an `ETag` that answers `If-None-Match`.
+/// transports. Cacheable, with an `ETag` checked against `If-None-Match`.
 pub(super) fn iframe(path: &str, request: &HeaderMap, client_url: &str) -> Response {
     let name = path.strip_prefix('/').unwrap_or(path);
     let valid = name == "iframe.html"

@@ -45,13 +45,13 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(25);
 /// Time a session may go without a receiving request before it is closed.
 pub const DEFAULT_DISCONNECT_DELAY: Duration = Duration::from_secs(5);
 
-/// Where the iframe page loads sockjs-client from.
+/// URL the iframe page loads sockjs-client from.
 pub const DEFAULT_CLIENT_URL: &str =
     "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js";
 
 const GREETING: &str = "Welcome to SockJS!\n";
 
-/// What a SockJS service does with its sessions.
+/// A SockJS application: what runs on each session.
 pub trait Service: Send + Sync + 'static {
     /// Decides whether a new session or raw WebSocket may start, returning a
     /// ticket held for its lifetime, or the response that refuses it.
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Ticket {
 /// Settings of one SockJS server.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Whether the websocket transports are offered (`/info` says so).
+    /// Whether the websocket transports are offered (`/info` reports it).
     pub websocket: bool,
     /// Whether session responses set a `JSESSIONID` cookie, which some load
     /// balancers need for sticky sessions.
@@ -192,7 +192,7 @@ impl SockJs {
         }
     }
 
-    /// Answers one request under the prefix.
+    /// Handles one request under the prefix.
     pub async fn handle(self: &Arc<Self>, request: Request) -> Response {
         let rest = request.rest.clone();
         match rest.as_str() {

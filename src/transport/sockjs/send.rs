@@ -1,7 +1,7 @@
 //! The sending transports: `xhr_send` (a JSON array of strings as the body)
 //! and `jsonp_send` (the same array as the form field `d`, or as the body).
 //!
-//! An unknown or ended session answers 404, an empty payload 500 "Payload
+//! An unknown or ended session gets 404, an empty payload 500 "Payload
 //! expected.", broken JSON 500 "Broken JSON encoding.", and a body over
 //! `max_post_bytes` 413.
 

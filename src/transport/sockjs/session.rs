@@ -29,7 +29,7 @@ pub const INTERRUPTED: (u16, &str) = (1002, "Connection interrupted");
 /// waits.
 const INBOUND_BATCHES: usize = 64;
 
-/// What a receiving request gets next.
+/// The next thing a receiving request sends.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
     Open,
@@ -38,7 +38,7 @@ pub enum Frame {
     Close(u16, String),
 }
 
-/// Why the application could not queue messages.
+/// Reason the application could not queue messages.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendError {
     /// More than the session's byte limit is queued: the client does not
@@ -121,7 +121,8 @@ impl Session {
         Self { shared, inbound }
     }
 
-    /// The next batch of client messages; `None` once the session has ended.
+    /// Returns the next batch of client messages, or `None` once the session
+    /// has ended.
     pub async fn recv(&mut self) -> Option<Vec<String>> {
         self.inbound.recv().await
     }
@@ -178,7 +179,7 @@ impl Shared {
         self.ended.notify_waiters();
     }
 
-    /// Whether the session was closed.
+    /// Returns whether the session was closed.
     pub fn is_closed(&self) -> bool {
         self.lock().close.is_some()
     }
@@ -194,7 +195,7 @@ impl Shared {
         }
     }
 
-    /// The sender for client messages, while the session is open.
+    /// Returns the sender for client messages while the session is open.
     pub fn inbound(&self) -> Option<mpsc::Sender<Vec<String>>> {
         self.lock().inbound.clone()
     }
@@ -250,7 +251,7 @@ impl Shared {
             .map(|(code, reason)| Frame::Close(*code, reason.clone()))
     }
 
-    /// Whether no receiver has been attached for `delay`.
+    /// Returns whether no receiver has been attached for `delay`.
     fn expired(&self, now: Instant, delay: Duration) -> bool {
         self.lock()
             .detached_at
@@ -296,7 +297,7 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Closes and forgets the sessions that had no receiver for `delay`.
+    /// Closes and removes the sessions that had no receiver for `delay`.
     /// Returns how many were reclaimed.
     pub fn reap(&self, delay: Duration) -> usize {
         let now = Instant::now();

@@ -80,9 +80,9 @@ async fn received_message(shared: &Shared, received: Option<Result<Message, axum
     }
 }
 
-/// The answer to a request on a WebSocket URL that is not a valid WebSocket
-/// upgrade. RFC 6455, section 4.4: a server that does not speak the requested
-/// version answers with the versions it does, here only 13.
+/// Builds the response to a request on a WebSocket URL that is not a valid
+/// WebSocket upgrade. RFC 6455, section 4.4: a server that does not speak the
+/// requested version responds with the versions it does, here only 13.
 pub(super) fn upgrade_required(method: &Method, headers: &HeaderMap) -> Response {
     if *method != Method::GET {
         return info::not_allowed("GET");
