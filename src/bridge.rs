@@ -52,6 +52,11 @@ pub struct Bridge {
     /// Whether the configuration file watch is in place.
     pub config_watched: AtomicBool,
     queues: Mutex<BTreeMap<String, QueueState>>,
+    /// Whether this instance's cluster queue is consumed (cluster mode only).
+    cluster_consuming: AtomicBool,
+    /// This instance's name: `cluster.instance_id`, or the host name and a
+    /// random suffix.
+    pub instance_id: String,
     next_session: AtomicU64,
 }
 
@@ -73,6 +78,7 @@ pub enum QueueState {
 #[derive(Clone, Debug, Serialize)]
 pub struct Readiness {
     pub ready: bool,
+    pub instance: String,
     pub rabbitmq_connected: bool,
     pub shutting_down: bool,
     /// Enabled queues that are not being consumed, with their state.
@@ -92,9 +98,19 @@ impl Bridge {
         let settings = SessionSettings::from_config(&config);
         let (authenticator, access) = security(&config)?;
         let max_sessions = config.limits.max_sessions;
+        let instance_id = config
+            .cluster
+            .instance_id
+            .clone()
+            .unwrap_or_else(default_instance_id);
+        let metrics = Metrics::new();
+        metrics
+            .instance_info
+            .with_label_values(&[&instance_id])
+            .set(1);
         Ok(Self {
             router: Router::new(),
-            metrics: Metrics::new(),
+            metrics,
             config: watch::Sender::new(Arc::new(config)),
             settings: ArcSwap::from_pointee(settings),
             authenticator: ArcSwap::from_pointee(authenticator),
@@ -108,6 +124,8 @@ impl Bridge {
             amqp_connected: AtomicBool::new(false),
             config_watched: AtomicBool::new(false),
             queues: Mutex::default(),
+            cluster_consuming: AtomicBool::new(false),
+            instance_id,
             next_session: AtomicU64::new(1),
         })
     }
@@ -184,6 +202,21 @@ impl Bridge {
         self.set_queue_state(queue, QueueState::Consuming);
     }
 
+    pub fn set_cluster_consuming(&self, consuming: bool) {
+        self.cluster_consuming.store(consuming, Ordering::Relaxed);
+    }
+
+    /// Counters of `queue` if the configuration in force names it, so label
+    /// values stay within the configured queue names.
+    pub fn configured_queue_metrics(&self, queue: &str) -> Option<crate::metrics::QueueMetrics> {
+        let config = self.config();
+        config
+            .queues
+            .iter()
+            .any(|q| q.value.name == queue)
+            .then(|| self.metrics.queue(queue))
+    }
+
     /// Forgets a queue that was removed or disabled.
     pub fn forget_queue(&self, queue: &str) {
         self.lock_queues().remove(queue);
@@ -212,9 +245,16 @@ impl Bridge {
                 not_consuming.insert(queue.name.clone(), state);
             }
         }
+        if config.cluster.enabled && !self.cluster_consuming.load(Ordering::Relaxed) {
+            not_consuming.insert(
+                format!("{} (cluster queue)", config.cluster.exchange),
+                QueueState::Starting,
+            );
+        }
         let connected = self.amqp_connected.load(Ordering::Relaxed);
         let shutting_down = self.shutdown.is_cancelled();
         Readiness {
+            instance: self.instance_id.clone(),
             ready: connected && not_consuming.is_empty() && !shutting_down,
             rabbitmq_connected: connected,
             shutting_down,
@@ -239,4 +279,16 @@ fn security(config: &Config) -> Result<(Authenticator, AccessRules), String> {
     let access = AccessRules::new(&config.access)
         .map_err(|(i, error)| format!("access[{i}].destination: {error}"))?;
     Ok((authenticator, access))
+}
+
+/// The host name and a random suffix, unique across restarts on one host.
+fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| {
+            !name.is_empty() && crate::config::destination_segment_problem(name).is_none()
+        })
+        .unwrap_or_else(|| "stompbridge".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod amqp;
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod destination;
 pub mod disconnect;

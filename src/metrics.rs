@@ -124,6 +124,12 @@ pub struct Metrics {
     limits_exceeded: IntCounterVec,
     pub connections_rejected: IntCounterVec,
     sends: IntCounterVec,
+    pub cluster_published_total: IntCounter,
+    pub cluster_received_total: IntCounter,
+    pub cluster_lost_total: IntCounter,
+    pub cluster_invalid_total: IntCounter,
+    pub cluster_queue_depth: IntGauge,
+    pub instance_info: IntGaugeVec,
     pub sockjs_sessions: IntGauge,
     pub sockjs_rejected: IntCounterVec,
     pub rabbitmq_connected: IntGauge,
@@ -257,6 +263,31 @@ impl Metrics {
         }
 
         Self {
+            cluster_published_total: r.counter(
+                "cluster_published_total",
+                "Handled messages published to the cluster exchange by this instance",
+            ),
+            cluster_received_total: r.counter(
+                "cluster_received_total",
+                "Messages received from the cluster exchange",
+            ),
+            cluster_lost_total: r.counter(
+                "cluster_lost_total",
+                "Cluster messages this instance missed because its queue overflowed",
+            ),
+            cluster_invalid_total: r.counter(
+                "cluster_invalid_total",
+                "Messages on the cluster queue that were not cluster messages",
+            ),
+            cluster_queue_depth: r.gauge(
+                "cluster_queue_depth",
+                "Messages waiting in this instance's cluster queue, sampled every 5 s",
+            ),
+            instance_info: r.gauge_vec(
+                "instance_info",
+                "This instance's cluster.instance_id; the value is always 1",
+                &["instance"],
+            ),
             sockjs_sessions: r.gauge("sockjs_sessions", "SockJS sessions on the HTTP transports open now"),
             sockjs_rejected,
             auth_failures: per_label(&auth_failures, AuthError::ALL.map(AuthError::label)),

@@ -63,6 +63,8 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Running, Err
 
     info!(
         version = env!("CARGO_PKG_VERSION"),
+        instance = %bridge.instance_id,
+        cluster = config.cluster.enabled,
         public = %public_addr,
         admin = %admin_addr,
         queues = config.queues.iter().filter(|q| q.value.enabled).count(),

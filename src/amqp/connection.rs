@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinSet};
 use tracing::{debug, info, warn};
 
 use super::{Error, queues::Queues};
@@ -19,6 +19,9 @@ use crate::{bridge::Bridge, config::Config};
 
 /// Consumer exits waiting to be handled; each queue has at most one consumer.
 const EXIT_BACKLOG: usize = 64;
+
+/// Interval between samples of the cluster queue's depth.
+const CLUSTER_DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Supervises the broker connection until `bridge.shutdown` is cancelled,
 /// then cancels `bridge.amqp_stopped`.
@@ -38,9 +41,9 @@ pub async fn run(bridge: Arc<Bridge>) {
             Ok(connection) => {
                 if was_connected {
                     bridge.metrics.rabbitmq_reconnects_total.inc();
-                    info!(attempts = attempt, "reconnected to RabbitMQ");
+                    info!(instance = %bridge.instance_id, attempts = attempt, "reconnected to RabbitMQ");
                 } else {
-                    info!("connected to RabbitMQ");
+                    info!(instance = %bridge.instance_id, "connected to RabbitMQ");
                 }
                 was_connected = true;
                 attempt = 0;
@@ -103,6 +106,17 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
             warn!(%error, "cannot open the channel for client SENDs; they fail until a reconnect")
         }
     }
+    let cluster = if config.cluster.enabled {
+        match start_cluster(bridge, &connection).await {
+            Ok(tasks) => Some(tasks),
+            Err(error) => {
+                warn!(%error, "cannot set up the cluster queue; this instance delivers nothing until a reconnect");
+                None
+            }
+        }
+    } else {
+        None
+    };
     info!(queues = bridge.queue_states().len(), "queues applied");
 
     let result = loop {
@@ -128,10 +142,58 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
     };
 
     bridge.set_publisher(None);
+    if let Some(mut tasks) = cluster {
+        tasks.abort_all();
+    }
+    bridge.set_cluster_consuming(false);
     queues.stop_all().await;
     // The connection is either gone or being closed for shutdown.
     let _ = connection.close(200, "stompbridge stopping".into()).await;
     result
+}
+
+/// Declares this instance's cluster queue, then consumes it and samples its
+/// depth in two tasks.
+async fn start_cluster(
+    bridge: &Arc<Bridge>,
+    connection: &Connection,
+) -> lapin::Result<JoinSet<()>> {
+    let channel = connection.create_channel().await?;
+    let queue = crate::cluster::declare(&channel, bridge).await?;
+    let sampler = connection.create_channel().await?;
+    let mut tasks = JoinSet::new();
+    let receiver_bridge = bridge.clone();
+    let receiver_queue = queue.clone();
+    tasks.spawn(async move {
+        if let Err(error) = crate::cluster::receive(receiver_bridge, channel, receiver_queue).await
+        {
+            warn!(%error, "cluster queue consumer stopped");
+        }
+    });
+    let depth = bridge.metrics.cluster_queue_depth.clone();
+    tasks.spawn(async move {
+        let mut ticks = tokio::time::interval(CLUSTER_DEPTH_INTERVAL);
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        loop {
+            ticks.tick().await;
+            match sampler
+                .queue_declare(
+                    queue.as_str().into(),
+                    options,
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+            {
+                Ok(declared) => depth.set(i64::from(declared.message_count())),
+                Err(_) => return,
+            }
+        }
+    });
+    info!(instance = %bridge.instance_id, "cluster queue declared and consumed");
+    Ok(tasks)
 }
 
 /// Opens the confirm-mode channel that client SENDs are published on.

@@ -30,20 +30,17 @@ use super::runtime::QueueRuntime;
 use crate::log_limit::LogLimiter;
 use crate::{
     bridge::Bridge,
+    cluster,
     config::BodyKind,
     destination::Context,
     envelope::{self, Envelope, Payload, PayloadKind},
     handler::{DropReason, Failure, Incoming, Outcome, Publication},
     metrics::QueueMetrics,
-    router::Rendered,
-    session::subscribe::{USER_PREFIX, user_route},
+    session::subscribe::user_route,
 };
 
 /// The firehose destination that carries every broadcast queue's messages.
 pub const FIREHOSE: &str = "/topic/queues";
-
-/// Content type of every body the bridge renders.
-const JSON: &str = "application/json";
 
 /// Headers added to a dead-lettered message.
 pub const REASON_HEADER: &str = "x-stompbridge-reason";
@@ -63,6 +60,10 @@ pub struct Consumer {
     publisher: Channel,
     /// Limits the per-message warnings that bad input can repeat.
     log_limit: LogLimiter,
+    /// Sender name of this consumer run in cluster messages.
+    origin: String,
+    /// Sequence number of the next cluster message.
+    sequence: std::sync::atomic::AtomicU64,
 }
 
 /// How one delivery ended.
@@ -91,6 +92,12 @@ impl Consumer {
         let name = runtime.borrow().config.name.clone();
         Ok(Self {
             metrics: bridge.metrics.queue(&name),
+            origin: format!(
+                "{}:{name}:{:08x}",
+                bridge.instance_id,
+                rand::random::<u32>()
+            ),
+            sequence: std::sync::atomic::AtomicU64::new(0),
             name,
             runtime,
             bridge,
@@ -217,8 +224,9 @@ impl Consumer {
         loop {
             let failure = match runtime.handler.handle(incoming).await {
                 Ok(Outcome::Publish { payload, extra }) => {
-                    self.broadcast(runtime, incoming, &payload, extra);
-                    return Settle::Ack;
+                    return self
+                        .publish_handled(runtime, incoming, &payload, extra)
+                        .await;
                 }
                 Ok(Outcome::Drop(DropReason::Duplicate)) => {
                     self.metrics.duplicates.inc();
@@ -303,20 +311,83 @@ impl Consumer {
         }
     }
 
-    /// Publishes a handled message to its destinations. Bodies are rendered only
-    /// for destinations that have subscribers, and once each.
-    fn broadcast(
+    /// Sends a handled message to its destinations: to the local sessions, or
+    /// through the cluster exchange to every instance's sessions. Returns how
+    /// the delivery ends; a failed cluster publish requeues the message.
+    async fn publish_handled(
         &self,
         runtime: &QueueRuntime,
         incoming: &Incoming<'_>,
         payload: &Payload,
         extra: Vec<Publication>,
-    ) {
+    ) -> Settle {
         if matches!(payload.kind, PayloadKind::Text | PayloadKind::NotUtf8) {
             self.metrics.payload_not_json.inc();
             debug!(amqp.queue = %self.name, routing_key = incoming.routing_key, kind = ?payload.kind, "payload is not JSON");
         }
-        let router = &self.bridge.router;
+        let config = self.bridge.config();
+        if !config.cluster.enabled {
+            let router = &self.bridge.router;
+            let deliveries = self.deliveries(runtime, incoming, payload, extra, |route| {
+                router.has_subscribers(route)
+            });
+            let queued = cluster::deliver(&self.bridge, deliveries, incoming.redelivered);
+            self.metrics.broadcast.inc();
+            self.metrics.delivered.inc_by(queued);
+            return Settle::Ack;
+        }
+
+        // Other instances may have subscribers, so every delivery is rendered.
+        let message = cluster::Message {
+            origin: self.origin.clone(),
+            seq: self
+                .sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            queue: self.name.clone(),
+            redelivered: incoming.redelivered,
+            deliveries: self.deliveries(runtime, incoming, payload, extra, |_| true),
+        };
+        let published = async {
+            self.publisher
+                .basic_publish(
+                    config.cluster.exchange.as_str().into(),
+                    "".into(),
+                    BasicPublishOptions::default(),
+                    &message.encode(),
+                    BasicProperties::default(),
+                )
+                .await?
+                .await
+        }
+        .await;
+        match published {
+            Ok(confirmation) if confirmation.is_ack() => {
+                self.metrics.broadcast.inc();
+                self.bridge.metrics.cluster_published_total.inc();
+                Settle::Ack
+            }
+            Ok(_) => {
+                warn!(amqp.queue = %self.name, "RabbitMQ refused the cluster message; source message requeued");
+                Settle::Requeue
+            }
+            Err(error) => {
+                warn!(amqp.queue = %self.name, %error, "cluster publish failed; source message requeued");
+                Settle::Requeue
+            }
+        }
+    }
+
+    /// Renders the deliveries of a handled message: the queue's broadcast
+    /// destinations, its templates and the handler's extra publications.
+    /// Bodies are rendered once each, and only for routes `wanted` accepts.
+    fn deliveries(
+        &self,
+        runtime: &QueueRuntime,
+        incoming: &Incoming<'_>,
+        payload: &Payload,
+        extra: Vec<Publication>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<cluster::Delivery> {
         let mut envelope: Option<Bytes> = None;
         let mut render_envelope = || {
             envelope
@@ -332,16 +403,20 @@ impl Consumer {
                 })
                 .clone()
         };
-        let redelivered = incoming.redelivered;
-        let mut queued = 0;
+        let to = |destination: &str, body: Bytes| cluster::Delivery {
+            destination: destination.to_owned(),
+            user: None,
+            body,
+        };
+        let mut deliveries = Vec::new();
 
         if runtime.config.broadcasts() {
-            if router.has_subscribers(FIREHOSE) {
+            if wanted(FIREHOSE) {
                 let firehose = Envelope::render_firehose(&self.name, &render_envelope());
-                queued += self.publish(FIREHOSE, firehose, redelivered);
+                deliveries.push(to(FIREHOSE, firehose));
             }
-            if router.has_subscribers(&runtime.destination) {
-                queued += self.publish(&runtime.destination, render_envelope(), redelivered);
+            if wanted(&runtime.destination) {
+                deliveries.push(to(&runtime.destination, render_envelope()));
             }
         }
 
@@ -366,48 +441,29 @@ impl Consumer {
                     continue;
                 }
             };
-            if router.has_subscribers(&destination) {
+            if wanted(&destination) {
                 let body = match body {
                     BodyKind::Envelope => render_envelope(),
                     BodyKind::Payload => Bytes::copy_from_slice(payload.json.get().as_bytes()),
                 };
-                queued += self.publish(&destination, body, redelivered);
+                deliveries.push(to(&destination, body));
             }
         }
 
         for publication in extra {
-            let Some(user) = &publication.user else {
-                if router.has_subscribers(&publication.destination) {
-                    queued += self.publish(&publication.destination, publication.body, redelivered);
-                }
-                continue;
+            let route = match &publication.user {
+                Some(user) => user_route(user, &publication.destination),
+                None => publication.destination.clone(),
             };
-            // Routed under the user's key; the MESSAGE names the destination the
-            // client subscribed to.
-            let route = user_route(user, &publication.destination);
-            if router.has_subscribers(&route) {
-                let shown = format!("{USER_PREFIX}{}", publication.destination);
-                let message = Arc::new(Rendered::with_redelivered(
-                    &shown,
-                    JSON,
-                    publication.body,
-                    redelivered,
-                ));
-                queued += router.publish(&route, &message).queued;
+            if wanted(&route) {
+                deliveries.push(cluster::Delivery {
+                    destination: publication.destination,
+                    user: publication.user,
+                    body: publication.body,
+                });
             }
         }
-        self.metrics.broadcast.inc();
-        self.metrics.delivered.inc_by(queued);
-    }
-
-    fn publish(&self, destination: &str, body: Bytes, redelivered: bool) -> u64 {
-        let message = Arc::new(Rendered::with_redelivered(
-            destination,
-            JSON,
-            body,
-            redelivered,
-        ));
-        self.bridge.router.publish(destination, &message).queued
+        deliveries
     }
 }
 

@@ -208,7 +208,8 @@ impl Queues {
     ) -> Result<QueueState, String> {
         let queue = &active.config;
         let channel = open_channel(connection).await?;
-        topology::declare_queue(&channel, queue, &active.exchange)
+        let single_active = self.bridge.config().cluster.enabled;
+        topology::declare_queue(&channel, queue, &active.exchange, single_active)
             .await
             .map_err(|error| format!("cannot declare queue {}: {error}", queue.name))?;
         if !queue.auto_start {

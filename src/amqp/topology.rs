@@ -72,7 +72,8 @@ pub async fn declare_exchanges(connection: &Connection, config: &Config) -> lapi
 
 /// Declares `queue` on `channel` (or checks it exists, with `declare:
 /// passive`), binds each of its routing keys on `exchange`, and declares its
-/// dead-letter queue.
+/// dead-letter queue. With `single_active` (cluster mode) the queue is
+/// declared with `x-single-active-consumer`.
 ///
 /// # Errors
 ///
@@ -81,6 +82,7 @@ pub async fn declare_queue(
     channel: &Channel,
     queue: &QueueConfig,
     exchange: &str,
+    single_active: bool,
 ) -> lapin::Result<()> {
     let options = QueueDeclareOptions {
         durable: queue.durable,
@@ -98,6 +100,11 @@ pub async fn declare_queue(
             long_string(dead_letter_exchange),
         );
         arguments.insert("x-dead-letter-routing-key".into(), long_string(&queue.name));
+    }
+    if single_active && queue.declare == DeclareMode::Create {
+        // Several instances consume the queue, one at a time, so each message
+        // is handled once and in order; another takes over when it leaves.
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     }
     channel
         .queue_declare(queue.name.as_str().into(), options, arguments)

@@ -33,6 +33,7 @@ const RESTART_SETTINGS: &[&str] = &[
     "limits.max_sessions",
     "log.format",
     "log.level",
+    "cluster",
 ];
 
 /// Changes that a reload applies.
@@ -173,13 +174,14 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         }
     }
 
-    let sections: [(&'static str, bool); 6] = [
+    let sections: [(&'static str, bool); 7] = [
         ("server", old.server != new.server),
         ("admin", old.admin != new.admin),
         ("rabbitmq", old.rabbitmq != new.rabbitmq),
         ("stomp", old.stomp != new.stomp),
         ("limits", old.limits != new.limits),
         ("log", old.log != new.log),
+        ("cluster", old.cluster != new.cluster),
     ];
     changes.sections = sections
         .into_iter()
@@ -187,7 +189,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         .map(|(name, _)| name)
         .collect();
 
-    let restart: [(&'static str, bool); 7] = [
+    let restart: [(&'static str, bool); 8] = [
         ("server.listen", old.server.listen != new.server.listen),
         (
             "server.websocket_path",
@@ -204,6 +206,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         ),
         ("log.format", old.log.format != new.log.format),
         ("log.level", old.log.level != new.log.level),
+        ("cluster", old.cluster != new.cluster),
     ];
     debug_assert!(
         restart

@@ -36,7 +36,37 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub queues: Vec<Spanned<QueueConfig>>,
+}
+
+/// `cluster`: several instances behind one RabbitMQ. Needs a restart.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Off: this instance consumes and delivers on its own, as a single
+    /// instance should.
+    pub enabled: bool,
+    /// Fanout exchange the handled messages travel through.
+    pub exchange: String,
+    /// Name of this instance in logs, metrics, `/readyz` and its queue name;
+    /// by default the host name and a random suffix.
+    pub instance_id: Option<String>,
+    /// Messages this instance's cluster queue holds before RabbitMQ drops the
+    /// oldest (counted as lost by the receiving instance).
+    pub max_queue_length: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            exchange: "stompbridge.cluster".into(),
+            instance_id: None,
+            max_queue_length: 100_000,
+        }
+    }
 }
 
 /// `server`: the public listener for WebSocket and SockJS clients.

@@ -87,6 +87,21 @@ pub(crate) fn check(config: &Config) -> Vec<Problem> {
         );
     }
 
+    if config.cluster.enabled {
+        check_amqp_name(&mut problems, "cluster.exchange", &config.cluster.exchange);
+        if config.cluster.max_queue_length == 0 {
+            problems.add("cluster.max_queue_length", "must be greater than 0".into());
+        }
+        if let Some(id) = &config.cluster.instance_id
+            && destination_segment_problem(id).is_some()
+        {
+            problems.add(
+                "cluster.instance_id",
+                "must be a non-empty name without '/', '*', '#' or whitespace".into(),
+            );
+        }
+    }
+
     let mut names = HashSet::new();
     for (i, queue) in config.queues.iter().enumerate() {
         let location = Some(queue.referenced);
