@@ -82,7 +82,9 @@ fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
     let request = async {
         stompbridge::install_tls_provider();
         let client = reqwest::Client::builder().timeout(timeout).build()?;
-        client.get(url).send().await
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        Ok::<_, reqwest::Error>((status, response.text().await.unwrap_or_default()))
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -95,12 +97,12 @@ fn probe(url: &str, timeout: std::time::Duration) -> ExitCode {
         }
     };
     match runtime.block_on(request) {
-        Ok(response) if response.status().is_success() => {
-            println!("{url}: {}", response.status());
+        Ok((status, _)) if status.is_success() => {
+            println!("{url}: {status}");
             ExitCode::SUCCESS
         }
-        Ok(response) => {
-            eprintln!("{url}: {}", response.status());
+        Ok((status, body)) => {
+            eprintln!("{url}: {status}\n{}", body.trim_end());
             ExitCode::FAILURE
         }
         Err(error) => {

@@ -187,10 +187,7 @@ impl Queues {
             failed: false,
         };
         match self.start_consumer(connection, &mut active).await {
-            Ok(state) => {
-                debug!(amqp.queue = %name, state = ?state, "queue started");
-                self.bridge.set_queue_state(&name, state);
-            }
+            Ok(()) => debug!(amqp.queue = %name, "queue started"),
             Err(error) => {
                 warn!(amqp.queue = %name, %error, "cannot start the queue; the other queues keep running");
                 active.failed = true;
@@ -205,7 +202,7 @@ impl Queues {
         &mut self,
         connection: &Connection,
         active: &mut Active,
-    ) -> Result<QueueState, String> {
+    ) -> Result<(), String> {
         let queue = &active.config;
         let channel = open_channel(connection).await?;
         let single_active = self.bridge.config().cluster.enabled;
@@ -214,7 +211,9 @@ impl Queues {
             .map_err(|error| format!("cannot declare queue {}: {error}", queue.name))?;
         if !queue.auto_start {
             let _ = channel.close(200, "declared".into()).await;
-            return Ok(QueueState::Declared);
+            self.bridge
+                .set_queue_state(&queue.name, QueueState::Declared);
+            return Ok(());
         }
         let runtime = QueueRuntime::new(queue.clone())?;
         let (runtime_tx, runtime_rx) = watch::channel(Arc::new(runtime));
@@ -243,7 +242,9 @@ impl Queues {
             task,
             generation,
         });
-        Ok(QueueState::Starting)
+        // The state stays Starting until the consumer task reports itself
+        // consuming, which may already have happened on another thread.
+        Ok(())
     }
 
     /// Records the end of a consumer task that was not stopped by [`Queues`].
