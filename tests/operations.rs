@@ -11,7 +11,6 @@ mod common;
 
 use std::{
     collections::{BTreeSet, HashMap},
-    io::{BufRead, BufReader},
     process::{Command, Stdio},
     sync::{
         Arc,
@@ -22,6 +21,7 @@ use std::{
 
 use common::{
     TestBridge, amqp_channel, amqp_url,
+    daemon::Daemon,
     stomp::{Client, Event, Framing},
     unique_prefix,
 };
@@ -303,104 +303,6 @@ async fn readyz_follows_the_broker_connection() {
     bridge.cleanup().await;
 }
 
-/// The daemon as a process with JSON logs, its stdout read line by line.
-struct Daemon {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &str, rust_log: &str) -> (Daemon, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args([
-                "run",
-                "--config",
-                path.to_str().unwrap(),
-                "--log-format",
-                "json",
-            ])
-            .env("RUST_LOG", rust_log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        (Daemon { child, lines }, dir)
-    }
-
-    /// Waits for the startup line and returns the public and admin addresses.
-    fn addresses(&self) -> (String, String) {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("stompbridge started");
-            let event: Value = serde_json::from_str(&line).unwrap();
-            if event["message"] == "stompbridge started" {
-                return (
-                    event["public"].as_str().unwrap().to_owned(),
-                    event["admin"].as_str().unwrap().to_owned(),
-                );
-            }
-        }
-    }
-
-    fn wait_ready(admin: &str) {
-        for _ in 0..200 {
-            let ok = Command::new(BIN)
-                .args(["probe", &format!("http://{admin}/readyz")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap()
-                .success();
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "the daemon did not become ready; is RabbitMQ reachable at {}?",
-            amqp_url()
-        );
-    }
-
-    /// Sends SIGTERM and returns how long the process took to exit.
-    fn terminate(&mut self) -> Duration {
-        let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = self.child.wait().unwrap();
-        assert!(exit.success(), "stompbridge exited with {exit}");
-        started.elapsed()
-    }
-
-    fn remaining_lines(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn daemon_config(prefix: &str, extra: &str) -> String {
     format!(
         "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: 5s\nadmin:\n  listen: 127.0.0.1:0\n\
@@ -416,7 +318,7 @@ async fn sigterm_during_a_stream_delivers_or_requeues_every_message() {
     let prefix = unique_prefix();
     let (mut daemon, _dir) = Daemon::start(&daemon_config(&prefix, ""), "info");
     let (public, admin) = daemon.addresses();
-    Daemon::wait_ready(&admin);
+    daemon.wait_ready(&admin);
 
     let mut client = Client::connect(&format!("ws://{public}/ws-raw")).await;
     client
@@ -525,7 +427,7 @@ async fn json_logs_carry_fields_and_never_a_token() {
     let config = daemon_config(&prefix, "").replace("queues:", &format!("{auth}queues:"));
     let (mut daemon, _config_dir) = Daemon::start(&config, "trace");
     let (public, admin) = daemon.addresses();
-    Daemon::wait_ready(&admin);
+    daemon.wait_ready(&admin);
 
     let mut raw = Client::open(
         &format!("ws://{public}/ws-raw"),

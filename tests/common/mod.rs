@@ -7,6 +7,7 @@
     reason = "shared by several test binaries, each using a different subset"
 )]
 
+pub mod daemon;
 pub mod stomp;
 
 use std::time::Duration;
