@@ -128,6 +128,7 @@ pub struct Metrics {
     pub cluster_received_total: IntCounter,
     pub cluster_lost_total: IntCounter,
     pub cluster_invalid_total: IntCounter,
+    pub cluster_restarts_total: IntCounter,
     pub cluster_queue_depth: IntGauge,
     pub instance_info: IntGaugeVec,
     pub sockjs_sessions: IntGauge,
@@ -278,6 +279,10 @@ impl Metrics {
             cluster_invalid_total: r.counter(
                 "cluster_invalid_total",
                 "Messages on the cluster queue that were not cluster messages",
+            ),
+            cluster_restarts_total: r.counter(
+                "cluster_restarts_total",
+                "Times the cluster queue was declared and consumed again while RabbitMQ stayed connected",
             ),
             cluster_queue_depth: r.gauge(
                 "cluster_queue_depth",

@@ -73,7 +73,7 @@ impl Cluster {
         let p = &self.prefix;
         format!(
             "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: 2s\nadmin:\n  listen: 127.0.0.1:0\n\
-             rabbitmq:\n  url: {url}\n  exchange: {p}.events\n  app_exchange: {p}.app\n\
+             rabbitmq:\n  url: {url}\n  connection_name: {p}\n  exchange: {p}.events\n  app_exchange: {p}.app\n\
              \x20 reconnect_initial_delay: 100ms\n  reconnect_max_delay: 1s\n\
              auth:\n  jwt:\n    secret_file: {secret}\n\
              cluster:\n  enabled: true\n  exchange: {p}.cluster\n  instance_id: {instance}\n\
@@ -364,19 +364,34 @@ async fn killed_instance_hands_over_and_late_instance_serves() {
 async fn active_instance(cluster: &Cluster) -> usize {
     for _ in 0..100 {
         for (index, instance) in cluster.instances.iter().enumerate() {
-            let metrics = scrape(&instance.admin).await;
-            let published = metrics
-                .lines()
-                .find_map(|line| line.strip_prefix("stompbridge_cluster_published_total "))
-                .and_then(|value| value.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if published > 0.0 {
+            if metric(&instance.admin, "stompbridge_cluster_published_total").await > 0.0 {
                 return index;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no instance published to the cluster exchange within 10 s");
+}
+
+/// One sample from an instance's /metrics, 0 when absent.
+async fn metric(admin: &str, sample: &str) -> f64 {
+    let metrics = scrape(admin).await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls a sample until it reaches `at_least`, for up to 20 s.
+async fn wait_metric(admin: &str, sample: &str, at_least: f64) {
+    for _ in 0..200 {
+        if metric(admin, sample).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{sample} on {admin} stayed below {at_least}");
 }
 
 async fn scrape(admin: &str) -> String {
@@ -387,4 +402,76 @@ async fn scrape(admin: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_cluster_queue_is_declared_again() {
+    let (hook_url, _calls) = hook_server().await;
+    let mut cluster = Cluster::new(&hook_url);
+    for name in ["i1", "i2"] {
+        cluster.start(name);
+    }
+    let destination = format!("/topic/queues/{}_s", cluster.prefix);
+    let mut client = subscribed(&cluster.url(1), "viewer", &destination).await;
+    let (connection, channel) = amqp_channel().await;
+    let exchange = format!("{}.events", cluster.prefix);
+    let key = format!("{}.s", cluster.prefix);
+    let admin = cluster.instances[1].admin.clone();
+
+    // Deleted by an operator while the connection lives. The queue is
+    // exclusive, so only rabbitmqctl can delete it.
+    let queue = format!("{}.cluster.i2", cluster.prefix);
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["delete_queue", &queue])
+        .status()
+        .expect("run rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl delete_queue failed");
+    wait_metric(&admin, "stompbridge_cluster_restarts_total", 1.0).await;
+    cluster.instances[1].daemon.wait_ready(&admin);
+    publish(&channel, &exchange, &key, &json!({ "seq": 0 })).await;
+    assert_eq!(seq_of(&mut client).await, 0);
+    assert_eq!(
+        metric(&admin, "stompbridge_cluster_restarts_total").await,
+        1.0,
+        "the cluster queue is set up again once, not in a loop"
+    );
+
+    // Gone with the broker connection, as in a broker restart.
+    close_broker_connection(&format!("{} ", cluster.prefix), "i2");
+    wait_metric(&admin, "stompbridge_rabbitmq_reconnects_total", 1.0).await;
+    cluster.instances[1].daemon.wait_ready(&admin);
+    publish(&channel, &exchange, &key, &json!({ "seq": 1 })).await;
+    assert_eq!(seq_of(&mut client).await, 1);
+    let _ = connection.close(200, "done".into()).await;
+    cluster.cleanup().await;
+}
+
+async fn seq_of(client: &mut Client) -> u64 {
+    let frame = tokio::time::timeout(Duration::from_secs(20), client.frame())
+        .await
+        .expect("a MESSAGE within 20 s");
+    let body: Value = serde_json::from_slice(&frame.body).unwrap();
+    body["payload"]["seq"].as_u64().unwrap()
+}
+
+/// Closes, through rabbitmqctl, the broker connection whose name starts
+/// with `prefix` and ends with `instance`.
+fn close_broker_connection(prefix: &str, instance: &str) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "pid", "client_properties"])
+        .output()
+        .expect("run rabbitmqctl");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let pid = listing
+        .lines()
+        .find(|line| {
+            line.contains(&format!("\"{prefix}")) && line.contains(&format!(" {instance}\""))
+        })
+        .and_then(|line| line.split('\t').next())
+        .unwrap_or_else(|| panic!("no broker connection for {instance} in:\n{listing}"));
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["close_connection", pid, "closed by a test"])
+        .status()
+        .expect("run rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl close_connection failed");
 }

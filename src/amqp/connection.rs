@@ -35,7 +35,7 @@ pub async fn run(bridge: Arc<Bridge>) {
         let config = bridge.config();
         let result = tokio::select! {
             () = bridge.shutdown.cancelled() => return,
-            result = connect(&config) => result,
+            result = connect(&config, &bridge.instance_id) => result,
         };
         match result {
             Ok(connection) => {
@@ -78,12 +78,17 @@ pub async fn run(bridge: Arc<Bridge>) {
     }
 }
 
-async fn connect(config: &Config) -> Result<Connection, Error> {
-    let name = format!(
+/// Connects with a name that shows in the management UI: the configured
+/// name, the version and, in cluster mode, the instance.
+async fn connect(config: &Config, instance: &str) -> Result<Connection, Error> {
+    let mut name = format!(
         "{} {}",
         config.rabbitmq.connection_name,
         env!("CARGO_PKG_VERSION")
     );
+    if config.cluster.enabled {
+        name = format!("{name} {instance}");
+    }
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(&config.rabbitmq.url, properties)
         .await
@@ -106,17 +111,13 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
             warn!(%error, "cannot open the channel for client SENDs; they fail until a reconnect")
         }
     }
-    let cluster = if config.cluster.enabled {
-        match start_cluster(bridge, &connection).await {
-            Ok(tasks) => Some(tasks),
-            Err(error) => {
-                warn!(%error, "cannot set up the cluster queue; this instance delivers nothing until a reconnect");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let mut cluster = JoinSet::new();
+    if config.cluster.enabled
+        && let Err(error) = start_cluster(bridge, &connection, &mut cluster).await
+    {
+        warn!(%error, "cannot set up the cluster queue; retrying");
+        cluster.spawn(tokio::time::sleep(config.rabbitmq.reconnect_initial_delay));
+    }
     info!(queues = bridge.queue_states().len(), "queues applied");
 
     let result = loop {
@@ -138,13 +139,25 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
                 queues.apply(&connection, &config).await;
             }
             Some(exit) = exits.recv() => queues.on_exit(exit),
+            // The cluster queue was deleted or its channel failed while the
+            // connection lives: declare and consume it again after a pause.
+            Some(_) = cluster.join_next() => {
+                // Leaves the set empty, so the aborted tasks do not end up
+                // here again.
+                cluster.shutdown().await;
+                bridge.set_cluster_consuming(false);
+                bridge.metrics.cluster_restarts_total.inc();
+                tokio::time::sleep(config.rabbitmq.reconnect_initial_delay).await;
+                if let Err(error) = start_cluster(bridge, &connection, &mut cluster).await {
+                    warn!(%error, "cannot set up the cluster queue; retrying");
+                    cluster.spawn(tokio::time::sleep(config.rabbitmq.reconnect_max_delay));
+                }
+            }
         }
     };
 
     bridge.set_publisher(None);
-    if let Some(mut tasks) = cluster {
-        tasks.abort_all();
-    }
+    cluster.abort_all();
     bridge.set_cluster_consuming(false);
     queues.stop_all().await;
     // The connection is either gone or being closed for shutdown.
@@ -153,15 +166,16 @@ async fn serve(bridge: &Arc<Bridge>, connection: Connection) -> Result<(), Error
 }
 
 /// Declares this instance's cluster queue, then consumes it and samples its
-/// depth in two tasks.
+/// depth in two tasks added to `tasks`; the end of either means the queue
+/// needs setting up again.
 async fn start_cluster(
     bridge: &Arc<Bridge>,
     connection: &Connection,
-) -> lapin::Result<JoinSet<()>> {
+    tasks: &mut JoinSet<()>,
+) -> lapin::Result<()> {
     let channel = connection.create_channel().await?;
     let queue = crate::cluster::declare(&channel, bridge).await?;
     let sampler = connection.create_channel().await?;
-    let mut tasks = JoinSet::new();
     let receiver_bridge = bridge.clone();
     let receiver_queue = queue.clone();
     tasks.spawn(async move {
@@ -193,7 +207,7 @@ async fn start_cluster(
         }
     });
     info!(instance = %bridge.instance_id, "cluster queue declared and consumed");
-    Ok(tasks)
+    Ok(())
 }
 
 /// Opens the confirm-mode channel that client SENDs are published on.
