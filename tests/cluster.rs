@@ -1,8 +1,9 @@
-//! Several bridge processes behind one RabbitMQ with `cluster.enabled`: each
-//! message is handled once (one webhook call) but reaches every subscribed
-//! session on every instance, once and in order; user notifications reach
-//! the user wherever their sessions are; a killed instance's unacknowledged
-//! messages are redelivered to a survivor; a late instance serves at once.
+//! Several bridge processes behind one RabbitMQ with `cluster.enabled`.
+//! Each message is handled once (one webhook call) but reaches every
+//! subscribed session on every instance, once and in order. User
+//! notifications reach the user wherever their sessions are. A killed
+//! instance's unacknowledged messages are redelivered to a survivor, and a
+//! late instance serves at once.
 
 #![allow(
     clippy::unwrap_used,
@@ -123,7 +124,7 @@ impl Cluster {
     }
 }
 
-/// A webhook receiver that records every call's sequence number.
+/// Starts a webhook receiver that records every call's sequence number.
 async fn hook_server() -> (String, Arc<Mutex<HashMap<u64, u32>>>) {
     async fn hook(State(calls): State<Arc<Mutex<HashMap<u64, u32>>>>, body: Bytes) -> StatusCode {
         let envelope: Value = serde_json::from_slice(&body).unwrap();
@@ -184,7 +185,7 @@ async fn read_seqs(mut client: Client, count: usize) -> Vec<(u64, bool)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_instance_delivers_each_message_once_in_order() {
+async fn delivers_once_in_order_everywhere() {
     const MESSAGES: u64 = 5000;
     let (hook_url, calls) = hook_server().await;
     let mut cluster = Cluster::new(&hook_url);
@@ -228,7 +229,7 @@ async fn every_instance_delivers_each_message_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notifications_follow_the_user_across_instances() {
+async fn notifications_follow_the_user() {
     let (hook_url, _calls) = hook_server().await;
     let mut cluster = Cluster::new(&hook_url);
     for name in ["i1", "i2", "i3"] {
@@ -267,7 +268,7 @@ async fn notifications_follow_the_user_across_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_instance_hands_over_and_late_instance_serves() {
+async fn killed_and_late_instances() {
     const MESSAGES: u64 = 3000;
     let (hook_url, calls) = hook_server().await;
     let mut cluster = Cluster::new(&hook_url);
@@ -370,10 +371,12 @@ async fn active_instance(cluster: &Cluster) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("no instance published to the cluster exchange within 10 s");
+    panic!(
+        "no instance published to the cluster exchange within 10 s; check the webhook handler and the instances' logs"
+    );
 }
 
-/// One sample from an instance's /metrics, 0 when absent.
+/// Returns one sample from an instance's /metrics, or 0 when it is absent.
 async fn metric(admin: &str, sample: &str) -> f64 {
     let metrics = scrape(admin).await;
     metrics
@@ -405,7 +408,7 @@ async fn scrape(admin: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_cluster_queue_is_declared_again() {
+async fn lost_cluster_queue_comes_back() {
     let (hook_url, _calls) = hook_server().await;
     let mut cluster = Cluster::new(&hook_url);
     for name in ["i1", "i2"] {
