@@ -69,6 +69,10 @@ queues:
     routing_key: z
     destinations:
       - destination: /topic/{nope}
+  - name: q
+    routing_key: w
+    durable: false
+    queue_type: quorum
 ";
     let (ok, _, stderr) = check_config(text);
     assert!(!ok);
@@ -78,13 +82,14 @@ queues:
         "queues[1].erp",
         "queues[2].destinations[0].destination",
         "unknown placeholder {nope}",
+        "queues[3].durable",
     ] {
         assert!(
             stderr.contains(expected),
             "{expected} missing from:\n{stderr}"
         );
     }
-    assert!(stderr.contains("4 invalid setting(s)"), "{stderr}");
+    assert!(stderr.contains("5 invalid setting(s)"), "{stderr}");
 }
 
 #[test]

@@ -81,7 +81,7 @@ impl Cluster {
              queues:\n\
              \x20 - name: {p}_s\n    routing_key: \"{p}.s\"\n    durable: false\n    handler: webhook\n\
              \x20   prefetch: 50\n    webhook:\n      url: {hook}\n      timeout: 5s\n\
-             \x20 - name: {p}_n\n    routing_key: \"{p}.n\"\n    durable: false\n    handler: notification\n",
+             \x20 - name: {p}_n\n    routing_key: \"{p}.n\"\n    queue_type: quorum\n    handler: notification\n",
             url = amqp_url(),
             secret = self.dir.path().join("secret").display(),
             hook = self.hook_url,
@@ -238,6 +238,16 @@ async fn notifications_follow_the_user() {
     let mut alice_1 = subscribed(&cluster.url(0), "alice", "/user/queue/notifications").await;
     let mut bob_2 = subscribed(&cluster.url(1), "bob", "/user/queue/notifications").await;
     let mut alice_3 = subscribed(&cluster.url(2), "alice", "/user/queue/notifications").await;
+    let listing = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "name", "type"])
+        .output()
+        .expect("run rabbitmqctl");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let quorum = format!("{}_n\tquorum", cluster.prefix);
+    assert!(
+        listing.contains(&quorum),
+        "{quorum} missing from:\n{listing}"
+    );
 
     let (connection, channel) = amqp_channel().await;
     let exchange = format!("{}.events", cluster.prefix);

@@ -297,6 +297,7 @@ async fn stop(active: Active) {
 /// Whether a change needs the queue declared and consumed again.
 fn needs_restart(old: &QueueConfig, new: &QueueConfig) -> bool {
     old.durable != new.durable
+        || old.queue_type != new.queue_type
         || old.declare != new.declare
         || old.dead_letter_exchange != new.dead_letter_exchange
         || old.dead_letter_queue != new.dead_letter_queue

@@ -12,7 +12,7 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 
-use crate::config::{Config, DeclareMode, QueueConfig};
+use crate::config::{Config, DeclareMode, QueueConfig, QueueType};
 
 /// Declares `name` as a durable exchange of `kind`. Exchanges named `amq.*` are
 /// reserved by RabbitMQ and only checked for existence.
@@ -100,6 +100,9 @@ pub async fn declare_queue(
             long_string(dead_letter_exchange),
         );
         arguments.insert("x-dead-letter-routing-key".into(), long_string(&queue.name));
+    }
+    if queue.queue_type == QueueType::Quorum && queue.declare == DeclareMode::Create {
+        arguments.insert("x-queue-type".into(), long_string("quorum"));
     }
     if single_active && queue.declare == DeclareMode::Create {
         // Several instances consume the queue, one at a time, so each message

@@ -34,6 +34,10 @@ pub struct QueueConfig {
     pub exchange: Option<String>,
     #[serde(default = "yes")]
     pub durable: bool,
+    /// `classic`, or `quorum` for a queue replicated across the nodes of a
+    /// RabbitMQ cluster (needs `durable`).
+    #[serde(default)]
+    pub queue_type: QueueType,
     /// `create` declares the queue; `passive` only checks that it exists, for
     /// queues owned by another system, and consumes it with its own arguments.
     #[serde(default)]
@@ -84,6 +88,15 @@ pub enum HandlerKind {
     Webhook,
     Entity,
     Notification,
+}
+
+/// The RabbitMQ queue type a created queue gets (`x-queue-type`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
 }
 
 /// How the bridge declares a queue.

@@ -7,7 +7,7 @@ use lapin::uri::AMQPUri;
 use serde_saphyr::Location;
 
 use super::{
-    AnonymousPolicy, Config, DeclareMode, HandlerKind, QueueConfig, RetryConfig, Secret,
+    AnonymousPolicy, Config, DeclareMode, HandlerKind, QueueConfig, QueueType, RetryConfig, Secret,
     ThresholdDirection, WebhookOptions,
 };
 use crate::destination::Template;
@@ -237,6 +237,13 @@ fn check_queue(i: usize, queue: &QueueConfig, location: Option<Location>, proble
         if let Some(name) = name {
             check_amqp_name(problems, &key(field), name);
         }
+    }
+    if queue.queue_type == QueueType::Quorum && !queue.durable {
+        problems.at(
+            location,
+            key("durable"),
+            "must be true for a quorum queue; RabbitMQ has no transient quorum queues".into(),
+        );
     }
     if queue.dead_letter_queue.is_some() && queue.dead_letter_exchange.is_none() {
         problems.at(
