@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs the load tool once in a small configuration against a local
+# stompbridge: a check that the tool and the fan-out path work, not a
+# measurement. Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and the debug
+# build (`cargo build --examples`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=target/debug/stompbridge
+tool=target/debug/examples/loadtest
+work=$(mktemp -d)
+prefix="smoke$$"
+cleanup() {
+  kill "${daemon:-}" 2>/dev/null || true
+  rabbitmqctl -q delete_queue "${prefix}_fanout" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+cat >"$work/config.yaml" <<YAML
+server:
+  listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+rabbitmq:
+  url: amqp://guest:guest@127.0.0.1:5672/%2f
+  exchange: $prefix.events
+  app_exchange: $prefix.app
+queues:
+  - name: ${prefix}_fanout
+    routing_key: $prefix.fanout
+    durable: false
+    handler: generic
+YAML
+
+"$bin" run --config "$work/config.yaml" --log-format json >"$work/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do
+  grep -q '"stompbridge started"' "$work/daemon.log" && break
+  sleep 0.1
+done
+public=$(grep -o '"public":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
+admin=$(grep -o '"admin":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
+if [ -z "$public" ]; then
+  echo "stompbridge did not start:" >&2
+  cat "$work/daemon.log" >&2
+  exit 1
+fi
+for _ in $(seq 100); do
+  "$bin" probe "http://$admin/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+"$bin" probe "http://$admin/readyz"
+
+target=(--url "ws://$public/ws-raw" --destination "/topic/queues/${prefix}_fanout" --server-pid "$daemon")
+fanout=$("$tool" fanout "${target[@]}" --exchange "$prefix.events" --routing-key "$prefix.fanout" \
+  --subscribers 20 --messages 2000 --drain-secs 20)
+echo "$fanout"
+idle=$("$tool" idle "${target[@]}" --connections 200 --hold-secs 1)
+echo "$idle"
+amqp=$("$tool" amqp --messages 2000)
+echo "$amqp"
+
+for expected in '"delivered":40000' '"missing":0' '"duplicates":0' '"out_of_order":0'; do
+  if [[ "$fanout" != *"$expected"* ]]; then
+    echo "load tool smoke run: expected $expected in the fan-out result" >&2
+    exit 1
+  fi
+done
+[[ "$idle" == *'"connections":200'* ]] || { echo "load tool smoke run: idle run did not hold 200 connections" >&2; exit 1; }
+[[ "$amqp" == *'"messages":2000'* ]] || { echo "load tool smoke run: AMQP run did not consume 2000 messages" >&2; exit 1; }
+echo "load tool smoke run passed"
