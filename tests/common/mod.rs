@@ -224,7 +224,9 @@ impl TestBridge {
         while !condition(self) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out after {seconds} s waiting for {what}"
+                "timed out after {seconds} s waiting for {what}; queue states: {:?}; reloads: {}",
+                self.running.bridge.queue_states(),
+                self.metric_lines("stompbridge_config_reloads_total"),
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -348,6 +350,15 @@ impl TestBridge {
 
     /// Returns the value of a metric sample such as `stompbridge_sessions` or
     /// `stompbridge_disconnects_total{reason="slow_consumer"}`.
+    /// Returns the metric lines that start with `prefix`, for failure messages.
+    pub fn metric_lines(&self, prefix: &str) -> String {
+        let text = self.running.bridge.metrics.render();
+        text.lines()
+            .filter(|line| line.starts_with(prefix))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn metric(&self, sample: &str) -> f64 {
         let text = self.running.bridge.metrics.render();
         text.lines()
