@@ -13,6 +13,7 @@
 # IDLE (default 10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/daemon.sh
 
 runs=${RUNS:-3}
 subscribers=${SUBSCRIBERS-"1 100 1000"}
@@ -49,23 +50,7 @@ queues:
     handler: generic
 YAML
 
-"$bin" run --config "$work/config.yaml" --log-format json >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 100); do
-  grep -q '"stompbridge started"' "$work/daemon.log" && break
-  sleep 0.1
-done
-public=$(grep -o '"public":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
-admin=$(grep -o '"admin":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
-if [ -z "$public" ]; then
-  echo "stompbridge did not start:" >&2
-  cat "$work/daemon.log" >&2
-  exit 1
-fi
-for _ in $(seq 100); do
-  "$bin" probe "http://$admin/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 broker=$(pgrep -f beam.smp | head -1)
 
 bridge=(--url "ws://$public/ws-raw" --destination /topic/queues/bench_fanout --server-pid "$daemon")

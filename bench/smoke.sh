@@ -5,6 +5,7 @@
 # build (`cargo build --examples`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/daemon.sh
 
 bin=target/debug/stompbridge
 tool=target/debug/examples/loadtest
@@ -33,24 +34,7 @@ queues:
     handler: generic
 YAML
 
-"$bin" run --config "$work/config.yaml" --log-format json >"$work/daemon.log" 2>&1 &
-daemon=$!
-for _ in $(seq 100); do
-  grep -q '"stompbridge started"' "$work/daemon.log" && break
-  sleep 0.1
-done
-public=$(grep -o '"public":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
-admin=$(grep -o '"admin":"[^"]*"' "$work/daemon.log" | head -1 | cut -d'"' -f4)
-if [ -z "$public" ]; then
-  echo "stompbridge did not start:" >&2
-  cat "$work/daemon.log" >&2
-  exit 1
-fi
-for _ in $(seq 100); do
-  "$bin" probe "http://$admin/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-"$bin" probe "http://$admin/readyz"
+start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 
 target=(--url "ws://$public/ws-raw" --destination "/topic/queues/${prefix}_fanout" --server-pid "$daemon")
 fanout=$("$tool" fanout "${target[@]}" --exchange "$prefix.events" --routing-key "$prefix.fanout" \

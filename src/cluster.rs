@@ -179,7 +179,7 @@ pub fn deliver(bridge: &Bridge, deliveries: Vec<Delivery>, redelivered: bool) ->
 ///
 /// # Errors
 ///
-/// The broker's answer to the first declaration that failed.
+/// The broker error of the first declaration that failed.
 pub async fn declare(channel: &Channel, bridge: &Bridge) -> lapin::Result<String> {
     let config = bridge.config();
     let cluster = &config.cluster;

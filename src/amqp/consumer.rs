@@ -301,7 +301,7 @@ impl Consumer {
                 Settle::Ack
             }
             Ok(_) => {
-                warn!(amqp.queue = %self.name, routing_key, dead_letter_exchange = %exchange, "RabbitMQ refused the dead letter; message requeued");
+                warn!(amqp.queue = %self.name, routing_key, dead_letter_exchange = %exchange, "RabbitMQ rejected the dead letter; message requeued");
                 Settle::Requeue
             }
             Err(error) => {
@@ -367,7 +367,7 @@ impl Consumer {
                 Settle::Ack
             }
             Ok(_) => {
-                warn!(amqp.queue = %self.name, "RabbitMQ refused the cluster message; source message requeued");
+                warn!(amqp.queue = %self.name, "RabbitMQ rejected the cluster message; source message requeued");
                 Settle::Requeue
             }
             Err(error) => {
