@@ -350,3 +350,89 @@ async fn template_values_never_reach_other_destinations() {
     );
     bridge.cleanup().await;
 }
+
+/// Ready and unacknowledged message counts of `queue`, from rabbitmqctl.
+fn queue_counts(queue: &str) -> (u64, u64) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("run rabbitmqctl");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let line = listing
+        .lines()
+        .find(|line| line.split('\t').next() == Some(queue))
+        .unwrap_or_else(|| panic!("queue {queue} not listed by rabbitmqctl:\n{listing}"));
+    let counts: Vec<u64> = line
+        .split('\t')
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (counts[0], counts[1])
+}
+
+#[tokio::test]
+async fn concurrent_handling_settles_every_delivery_once() {
+    // Four deliveries in flight finish out of order, and acks (valid readings)
+    // mix with rejects (invalid ones, no dead-letter exchange): every one must
+    // be settled exactly once, or the broker closes the channel or keeps
+    // messages unacknowledged.
+    let p = unique_prefix();
+    let queues = format!(
+        "  - name: {p}_mixed\n    routing_key: \"{p}.mixed\"\n    durable: false\n    handler: iot\n\
+         \x20   concurrency: 4\n    prefetch: 20\n"
+    );
+    let bridge = TestBridge::start_yaml(p.clone(), "", "", &queues, false).await;
+    let mut client = Client::connect(&bridge.url("/ws-raw")).await;
+    client
+        .subscribe("queue", &format!("/topic/queues/{p}_mixed"))
+        .await;
+
+    let total = 1_000;
+    for n in 0..total {
+        let body = if n % 5 == 4 {
+            format!(r#"{{"sensorId":"s-{n}"}}"#)
+        } else {
+            format!(r#"{{"sensorId":"s-{n}","value":{n}}}"#)
+        };
+        bridge.publish("mixed", body.as_bytes()).await;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..total / 5 * 4 {
+        let envelope = body(&client.frame().await);
+        // The envelope names `redelivered` only when it is true.
+        assert_ne!(envelope["redelivered"], true, "{envelope}");
+        let sensor = envelope["payload"]["sensorId"].as_str().unwrap().to_owned();
+        assert!(
+            seen.insert(sensor.clone()),
+            "{sensor} delivered twice: {envelope}; seen {}",
+            seen.len()
+        );
+    }
+    let queue = format!("{p}_mixed");
+    bridge
+        .wait_until("every delivery settled", 30, |_| {
+            queue_counts(&queue) == (0, 0)
+        })
+        .await;
+    assert_eq!(
+        bridge.metric(&format!(
+            "stompbridge_messages_rejected_total{{queue=\"{p}_mixed\"}}"
+        )),
+        f64::from(total / 5)
+    );
+    // The channel survived: a later message still arrives, not redelivered.
+    bridge
+        .publish("mixed", br#"{"sensorId":"marker","value":1}"#)
+        .await;
+    let marker = body(&client.frame().await);
+    assert_eq!(marker["payload"]["sensorId"], "marker");
+    assert_ne!(marker["redelivered"], true);
+    bridge.cleanup().await;
+}

@@ -15,10 +15,7 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
-    },
+    options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
 use serde_json::Value;
@@ -26,7 +23,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::runtime::QueueRuntime;
+use super::{
+    runtime::QueueRuntime,
+    settle::{self, Settle, Settlements},
+};
 use crate::log_limit::LogLimiter;
 use crate::{
     bridge::Bridge,
@@ -64,13 +64,6 @@ pub struct Consumer {
     origin: String,
     /// Sequence number of the next cluster message.
     sequence: std::sync::atomic::AtomicU64,
-}
-
-/// How one delivery ended.
-enum Settle {
-    Ack,
-    Requeue,
-    Reject,
 }
 
 // === impl Consumer ===
@@ -138,24 +131,33 @@ impl Consumer {
         // The first broker error, kept while concurrent deliveries finish.
         let failure = std::sync::Mutex::new(None);
         let this = &self;
-        deliveries
-            .take_until(stop.cancelled())
-            .for_each_concurrent(usize::from(concurrency.max(1)), |delivery| {
-                let failure = &failure;
-                let stop = &stop;
-                async move {
-                    let result = match delivery {
-                        Ok(delivery) => this.process(delivery, stop).await,
-                        Err(error) => Err(error),
-                    };
-                    if let Err(error) = result {
-                        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
-                        first.get_or_insert(error);
+        let (settlements, settling) = tokio::sync::mpsc::unbounded_channel();
+        let consuming = async move {
+            deliveries
+                .take_until(stop.cancelled())
+                .for_each_concurrent(usize::from(concurrency.max(1)), |delivery| {
+                    let (failure, stop, settlements) = (&failure, &stop, &settlements);
+                    async move {
+                        let result = match delivery {
+                            Ok(delivery) => this.process(delivery, stop, settlements).await,
+                            Err(error) => Err(error),
+                        };
+                        if let Err(error) = result {
+                            let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+                            first.get_or_insert(error);
+                        }
                     }
-                }
-            })
-            .await;
-        let failure = failure.into_inner().unwrap_or_else(|p| p.into_inner());
+                })
+                .await;
+            // Dropping the sender lets the settling task finish.
+            drop(settlements);
+            failure
+        };
+        let (failure, settled) = tokio::join!(consuming, settle::run(channel.clone(), settling));
+        let failure = failure
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .or(settled.err());
 
         self.bridge.metrics.rabbitmq_consumers.dec();
         // Closing the channels hands unacknowledged prefetched messages back to
@@ -165,7 +167,12 @@ impl Consumer {
         failure.map_or(Ok(()), Err)
     }
 
-    async fn process(&self, delivery: Delivery, stop: &CancellationToken) -> lapin::Result<()> {
+    async fn process(
+        &self,
+        delivery: Delivery,
+        stop: &CancellationToken,
+        settlements: &Settlements,
+    ) -> lapin::Result<()> {
         let runtime = self.runtime.borrow().clone();
         let started = Instant::now();
         self.metrics.consumed.inc();
@@ -180,22 +187,9 @@ impl Consumer {
         };
 
         let settle = self.handle(&runtime, &incoming, &delivery, stop).await;
-        let settled = match settle {
-            Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
-            Settle::Requeue => {
-                let options = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                delivery.acker.nack(options).await
-            }
-            Settle::Reject => {
-                delivery
-                    .acker
-                    .reject(BasicRejectOptions { requeue: false })
-                    .await
-            }
-        };
+        // When the settling task has stopped, its error ends this consume
+        // loop and RabbitMQ requeues what was not settled.
+        let _ = settlements.send((delivery.delivery_tag, settle));
         self.metrics
             .delivery_latency
             .observe(started.elapsed().as_secs_f64());
@@ -208,7 +202,7 @@ impl Consumer {
                 .publish_latency
                 .observe((now - *published as f64).max(0.0));
         }
-        settled.map(|_| ())
+        Ok(())
     }
 
     /// Runs the handler with retries and decides how the delivery ends.

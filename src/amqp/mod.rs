@@ -4,6 +4,7 @@ pub mod connection;
 pub mod consumer;
 pub mod queues;
 pub mod runtime;
+pub mod settle;
 pub mod topology;
 
 /// Why a round of the broker connection ended.
