@@ -3,8 +3,9 @@
 
 use std::{io, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::{
     admin, amqp,
@@ -105,6 +106,13 @@ fn spawn_listener(
 ) {
     let stop = bridge.shutdown.clone();
     bridge.tasks.spawn(async move {
+        // Frames are batched before each write, so Nagle's algorithm would
+        // only hold back the last frame of a batch until the client's ACK.
+        let listener = listener.tap_io(move |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                debug!(listener = name, %error, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;

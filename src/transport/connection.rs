@@ -6,7 +6,7 @@
 //! WebSocket ([`WsLink`]) or a SockJS session on any SockJS transport
 //! ([`SockJsLink`]). Writes are bounded by `limits.write_timeout`.
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, task::Poll, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
@@ -80,9 +80,14 @@ pub(crate) struct SockJsLink {
 }
 
 /// Serves one STOMP session on `link` until it ends.
-pub(crate) async fn serve<L: Link>(link: L, bridge: Arc<Bridge>) {
+///
+/// Not an `async fn`: the session is set up here and moved into the future,
+/// which then contains it once. An `async fn` would keep a second slot for the
+/// locals moved into the awaited block, about 1 KiB more for every idle
+/// connection.
+pub(crate) fn serve<L: Link>(link: L, bridge: Arc<Bridge>) -> impl Future<Output = ()> + Send {
     // Counts as a task of the bridge, so shutdown waits for this session.
-    let _task = bridge.tasks.token();
+    let task = bridge.tasks.token();
     let settings = bridge.session_settings();
     let (outbox, inbox) = outbox::channel(settings.outbox_frames);
     let session = Session::new(bridge.clone(), outbox, Instant::now());
@@ -114,11 +119,12 @@ pub(crate) async fn serve<L: Link>(link: L, bridge: Arc<Bridge>) {
         let reason = connection.run().await;
         bridge.metrics.disconnected(&reason);
         debug!(reason = reason.label(), "session closed");
-        connection.close(&reason).await;
+        // Boxed: only a closing session needs the state of the close.
+        Box::pin(connection.close(&reason)).await;
+        open.dec();
+        drop(task);
     }
     .instrument(span)
-    .await;
-    open.dec();
 }
 
 type SendFuture = Pin<Box<dyn Future<Output = (Option<String>, Result<(), String>)> + Send>>;
@@ -138,21 +144,42 @@ impl<L: Link> Connection<L> {
     async fn run(&mut self) -> Disconnect {
         let write_timeout = self.session.settings().write_timeout;
         let mut batch: Vec<Delivery> = Vec::new();
+        // Made once and reused, so a wake-up for a message registers no timer
+        // and no waiter: at a thousand sessions per message that shows.
+        let close = self.inbox.close.clone();
+        let closed = close.closed();
+        let shutdown = self.bridge.sessions_closing.clone().cancelled_owned();
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(closed, shutdown, timer);
+        // The session deadline the timer is set to; `None` when it must be set.
+        let mut armed: Option<Option<Instant>> = None;
+        // Set when the session ends; frames produced before the end (a
+        // RECEIPT for DISCONNECT) are still written.
+        let mut ending: Option<Disconnect> = None;
         loop {
+            // The only write of the loop, so its state is held once.
             if !self.frames.is_empty() {
-                if let Err(reason) = self.link.send(&mut self.frames, write_timeout).await {
-                    return reason;
+                let written = self.link.send(&mut self.frames, write_timeout).await;
+                match (ending.take(), written) {
+                    // A failed write changes nothing about an earlier reason.
+                    (Some(reason), _) | (None, Err(reason)) => return reason,
+                    (None, Ok(())) => self.session.wrote(Instant::now()),
                 }
-                self.session.wrote(Instant::now());
+            } else if let Some(reason) = ending {
+                return reason;
             }
-            let far = Instant::now() + Duration::from_secs(86_400);
-            let deadline = self.session.deadline().unwrap_or(far);
+            let deadline = self.session.deadline();
+            if armed != Some(deadline) {
+                let far = || Instant::now() + Duration::from_secs(86_400);
+                timer.as_mut().reset(deadline.unwrap_or_else(far));
+                armed = Some(deadline);
+            }
 
             // Biased: a close request wins over more input or output.
             let result = tokio::select! {
                 biased;
-                reason = self.inbox.close.closed() => Err(reason),
-                () = self.bridge.sessions_closing.cancelled() => Err(Disconnect::Shutdown),
+                reason = &mut closed => Err(reason),
+                () = &mut shutdown => Err(Disconnect::Shutdown),
                 received = self.link.recv(), if self.session.can_read() => self.on_data(received),
                 Some((receipt, result)) = self.sends.next() => {
                     self.session.send_completed(receipt, result, &mut self.frames)
@@ -161,18 +188,12 @@ impl<L: Link> Connection<L> {
                     self.render(&mut batch, count);
                     Ok(())
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = &mut timer => {
+                    armed = None;
                     self.session.on_timer(Instant::now(), &mut self.frames)
                 }
             };
-            if let Err(reason) = result {
-                // Frames produced before the end (a RECEIPT for DISCONNECT) still
-                // go out; a failed write changes nothing about the reason.
-                if !self.frames.is_empty() {
-                    let _ = self.link.send(&mut self.frames, write_timeout).await;
-                }
-                return reason;
-            }
+            ending = result.err();
         }
     }
 
@@ -275,7 +296,14 @@ impl Link for WsLink {
             }
             socket.flush().await
         };
-        match tokio::time::timeout(timeout, write).await {
+        let mut write = std::pin::pin!(write);
+        // Most writes finish at once; only one that waits for the client
+        // needs the timer.
+        let written = match futures_util::poll!(write.as_mut()) {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => tokio::time::timeout(timeout, write).await,
+        };
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 debug!(%error, "websocket write failed");

@@ -24,9 +24,11 @@ use tracing::debug;
 
 use crate::{bridge::Bridge, config::Config, metrics::Limit};
 
-/// Initial capacity of a connection's WebSocket read buffer, in bytes. Small,
-/// because every idle connection has one. It grows for larger messages.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Capacity of a connection's WebSocket read buffer, in bytes, and the most
+/// read per system call. Small, because every idle connection has one: a STOMP
+/// CONNECT or SUBSCRIBE fits, and a larger SEND is read in several calls into
+/// a buffer grown to its size.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// Bytes of outgoing WebSocket data buffered before a write is forced; the
 /// connection task flushes after each batch anyway.

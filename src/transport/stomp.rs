@@ -9,7 +9,7 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, future::BoxFuture};
 
 use super::{
     Endpoints,
@@ -39,17 +39,16 @@ impl Service for StompService {
         ticket: Ticket,
     ) -> BoxFuture<'static, ()> {
         let bridge = self.endpoints.bridge.clone();
-        Box::pin(async move {
-            connection::serve(SockJsLink { session, transport }, bridge).await;
-            drop(ticket);
-        })
+        // `map` rather than an async block, which would hold the session's
+        // future twice.
+        Box::pin(
+            connection::serve(SockJsLink { session, transport }, bridge)
+                .map(move |()| drop(ticket)),
+        )
     }
 
     fn serve_raw(&self, socket: WebSocket, ticket: Ticket) -> BoxFuture<'static, ()> {
         let bridge = self.endpoints.bridge.clone();
-        Box::pin(async move {
-            connection::serve(WsLink { socket }, bridge).await;
-            drop(ticket);
-        })
+        Box::pin(connection::serve(WsLink { socket }, bridge).map(move |()| drop(ticket)))
     }
 }

@@ -13,6 +13,7 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
+use futures_util::FutureExt;
 
 use super::{
     Endpoints,
@@ -33,9 +34,14 @@ pub(crate) async fn endpoint(
         Err(refusal) => return refusal.into_response(),
     };
     let bridge = endpoints.bridge.clone();
-    offer_subprotocols(endpoints.configure(upgrade)).on_upgrade(move |socket| async move {
-        connection::serve(WsLink { socket }, bridge).await;
-        drop(permit);
+    offer_subprotocols(endpoints.configure(upgrade)).on_upgrade(move |socket| {
+        // The session runs in a task of its own, so axum's upgrade task, which
+        // is about twice the size of the session's, ends here instead of
+        // staying with every idle connection. `map` rather than an async
+        // block, which would hold the session's future twice.
+        let serving = connection::serve(WsLink { socket }, bridge);
+        tokio::spawn(serving.map(move |()| drop(permit)));
+        std::future::ready(())
     })
 }
 
