@@ -8,16 +8,25 @@
 # with an open-file limit above the largest connection count, and the release
 # build: cargo build --release --examples --bin stompbridge.
 #
-# Settings (environment): RUNS (default 3), SUBSCRIBERS (default "1 100
-# 1000"; empty skips the full-speed fan-out runs), MESSAGES (default 20000),
-# IDLE (default 10000).
+# Settings (environment):
+# - RUNS: runs of the whole table (default 3).
+# - SUBSCRIBERS: subscriber counts of the full-speed fan-out (default
+#   "1 100 1000"). Empty skips those runs.
+# - DELIVERIES: deliveries each full-speed run aims at (default 2000000). A
+#   run publishes DELIVERIES / subscribers messages, at most MESSAGES
+#   (default 20000).
+# - IDLE: idle connections (default 10000).
+#
+# A case that fails (a server closing connections, say) prints a line with
+# an "error" field and the run goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/daemon.sh
 
 runs=${RUNS:-3}
 subscribers=${SUBSCRIBERS-"1 100 1000"}
-messages=${MESSAGES:-20000}
+deliveries=${DELIVERIES:-2000000}
+max_messages=${MESSAGES:-20000}
 idle=${IDLE:-10000}
 bin=target/release/stompbridge
 tool=target/release/examples/loadtest
@@ -52,23 +61,47 @@ YAML
 
 start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 broker=$(pgrep -f beam.smp | head -1)
-
-bridge=(--url "ws://$public/ws-raw" --destination /topic/queues/bench_fanout --server-pid "$daemon")
-bridge_feed=(--exchange bench.events --routing-key bench.fanout)
 webstomp=(--url ws://127.0.0.1:15674/ws --destination /topic/bench.fanout --server-pid "$broker")
 webstomp_feed=(--exchange amq.topic --routing-key bench.fanout)
+bridge_feed=(--exchange bench.events --routing-key bench.fanout)
 
-tag() { sed "s/^{/{\"server\":\"$1\",\"run\":$2,/"; }
+# The daemon's arguments change when it restarts.
+bridge() { echo --url "ws://$public/ws-raw" --destination /topic/queues/bench_fanout --server-pid "$daemon"; }
+
+# measure SERVER RUN TOOL-ARGUMENTS...: one JSON line, tagged; a failure is
+# reported on that line and does not stop the script.
+measure() {
+  local server=$1 run=$2 out status=0
+  shift 2
+  out=$("$tool" "$@" 2>"$work/tool.err") || status=$?
+  if [ "$status" -eq 0 ]; then
+    echo "$out" | sed "s/^{/{\"server\":\"$server\",\"run\":$run,/"
+  else
+    local error
+    error=$(tail -1 "$work/tool.err" | tr -d '"\\')
+    echo "{\"server\":\"$server\",\"run\":$run,\"mode\":\"$1\",\"arguments\":\"${*:2}\",\"error\":\"$error\"}"
+  fi
+}
 
 for run in $(seq "$runs"); do
-  "$tool" amqp --messages "$messages" | tag amqp "$run"
+  measure amqp "$run" amqp --messages "$max_messages"
   for n in $subscribers; do
-    "$tool" fanout "${bridge[@]}" "${bridge_feed[@]}" --subscribers "$n" --messages "$messages" | tag stompbridge "$run"
-    "$tool" fanout "${webstomp[@]}" "${webstomp_feed[@]}" --subscribers "$n" --messages "$messages" | tag web-stomp "$run"
+    messages=$((deliveries / n))
+    [ "$messages" -gt "$max_messages" ] && messages=$max_messages
+    # shellcheck disable=SC2046
+    measure stompbridge "$run" fanout $(bridge) "${bridge_feed[@]}" --subscribers "$n" --messages "$messages"
+    measure web-stomp "$run" fanout "${webstomp[@]}" "${webstomp_feed[@]}" --subscribers "$n" --messages "$messages"
   done
   # Latency: 1,000 subscribers, 10 messages/s, 30 s.
-  "$tool" fanout "${bridge[@]}" "${bridge_feed[@]}" --subscribers 1000 --messages 300 --rate 10 | tag stompbridge "$run"
-  "$tool" fanout "${webstomp[@]}" "${webstomp_feed[@]}" --subscribers 1000 --messages 300 --rate 10 | tag web-stomp "$run"
-  "$tool" idle "${bridge[@]}" --connections "$idle" | tag stompbridge "$run"
-  "$tool" idle "${webstomp[@]}" --connections "$idle" | tag web-stomp "$run"
+  # shellcheck disable=SC2046
+  measure stompbridge "$run" fanout $(bridge) "${bridge_feed[@]}" --subscribers 1000 --messages 300 --rate 10
+  measure web-stomp "$run" fanout "${webstomp[@]}" "${webstomp_feed[@]}" --subscribers 1000 --messages 300 --rate 10
+  # Memory per connection on a fresh daemon, so the delta is not served from
+  # memory that earlier runs freed.
+  kill "$daemon"
+  wait "$daemon" 2>/dev/null || true
+  start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
+  # shellcheck disable=SC2046
+  measure stompbridge "$run" idle $(bridge) --connections "$idle"
+  measure web-stomp "$run" idle "${webstomp[@]}" --connections "$idle"
 done

@@ -15,10 +15,7 @@
 //! Only point it at servers you run on 127.0.0.1.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -37,6 +34,7 @@ use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::{
     Message, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
 };
+use tokio_util::sync::CancellationToken;
 
 /// Measure a STOMP-over-WebSocket server fed from RabbitMQ.
 #[derive(Debug, Parser)]
@@ -189,6 +187,7 @@ struct Seen {
     out_of_order: u64,
     latencies_us: Vec<u64>,
     last_seq: Option<u64>,
+    last_delivery: Option<Instant>,
     seen: Vec<bool>,
 }
 
@@ -200,22 +199,12 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         connect_time.as_secs_f64()
     );
     let total = args.messages;
-    let deliveries = Arc::new(AtomicU64::new(0));
-    let last_delivery_us = Arc::new(AtomicU64::new(0));
     let start_barrier = Arc::new(Barrier::new(sockets.len() + 1));
-    let deadline = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let stop = CancellationToken::new();
 
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|socket| {
-            let (deliveries, last, barrier, deadline) = (
-                deliveries.clone(),
-                last_delivery_us.clone(),
-                start_barrier.clone(),
-                deadline.clone(),
-            );
-            tokio::spawn(read(socket, total, deliveries, last, barrier, deadline))
-        })
+        .map(|socket| tokio::spawn(read(socket, total, start_barrier.clone(), stop.clone())))
         .collect();
     start_barrier.wait().await;
 
@@ -224,15 +213,26 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     publish(&args).await?;
     let publish_time = started.elapsed();
-    *deadline.lock().map_err(|_| anyhow::anyhow!("poisoned"))? =
-        Some(Instant::now() + Duration::from_secs(args.drain_secs));
+    // Readers still short of messages give up when the drain time is over.
+    let drain = tokio::spawn({
+        let stop = stop.clone();
+        let drain = Duration::from_secs(args.drain_secs);
+        async move {
+            tokio::time::sleep(drain).await;
+            stop.cancel();
+        }
+    });
 
     let mut seen = Vec::new();
     for reader in readers {
         seen.push(reader.await??);
     }
-    let elapsed_us = last_delivery_us.load(Ordering::Relaxed);
-    let elapsed = Duration::from_micros(elapsed_us).max(publish_time);
+    drain.abort();
+    // From the start of publishing to the last delivery anywhere.
+    let last_delivery = seen.iter().filter_map(|s| s.last_delivery).max();
+    let elapsed = last_delivery.map_or(publish_time, |last| {
+        last.saturating_duration_since(started).max(publish_time)
+    });
     let delivered: u64 = seen.iter().map(|s| s.received).sum();
     let missing: u64 = seen
         .iter()
@@ -280,15 +280,14 @@ async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads MESSAGE frames until every sequence number arrived or the drain
-/// deadline passed.
+/// Reads MESSAGE frames until every sequence number arrived or `stop` is
+/// cancelled. Nothing here is shared between readers while messages flow, so
+/// the readers cost little beside the server.
 async fn read(
     mut socket: Socket,
     total: u64,
-    deliveries: Arc<AtomicU64>,
-    last_delivery_us: Arc<AtomicU64>,
     barrier: Arc<Barrier>,
-    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+    stop: CancellationToken,
 ) -> anyhow::Result<Seen> {
     let mut seen = Seen {
         seen: vec![false; total as usize],
@@ -296,42 +295,26 @@ async fn read(
         ..Seen::default()
     };
     barrier.wait().await;
-    let started = Instant::now();
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     while seen.received < total {
-        let limit = deadline
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?
-            .map_or(Duration::from_secs(3600), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-        let message = match tokio::time::timeout(
-            limit.min(Duration::from_millis(500)),
-            socket.next(),
-        )
-        .await
-        {
-            Ok(Some(message)) => message?,
-            Ok(None) => bail!("server closed the connection"),
-            Err(_) => {
-                let expired = deadline
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .is_some_and(|d| Instant::now() >= d);
-                if expired {
-                    break;
-                }
-                continue;
-            }
+        let message = tokio::select! {
+            biased;
+            message = socket.next() => message,
+            () = &mut stopped => break,
         };
-        let Message::Text(text) = message else {
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("server closed the connection"),
+        };
+        let text = text.as_bytes();
+        let Some(seq) = number_after(text, b"\"seq\":") else {
             continue;
         };
-        let Some(seq) = number_after(&text, "\"seq\":") else {
-            continue;
-        };
-        let now_us = now_micros();
-        if let Some(sent) = number_after(&text, "\"ts\":") {
-            seen.latencies_us.push(now_us.saturating_sub(sent));
+        if let Some(sent) = number_after(text, b"\"ts\":") {
+            seen.latencies_us.push(now_micros().saturating_sub(sent));
         }
         if let Some(slot) = seen.seen.get_mut(seq as usize) {
             if *slot {
@@ -345,19 +328,24 @@ async fn read(
             seen.out_of_order += 1;
         }
         seen.last_seq = Some(seq);
-        deliveries.fetch_add(1, Ordering::Relaxed);
-        last_delivery_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        seen.last_delivery = Some(Instant::now());
     }
     Ok(seen)
 }
 
-fn number_after(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits: String = text[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+/// Parses the decimal number right after the first `key` in `text`.
+fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
+    let start = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[start..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value: u64 = 0;
+    let mut any = false;
+    for digit in digits {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+        any = true;
+    }
+    any.then_some(value)
 }
 
 fn now_micros() -> u64 {
@@ -375,29 +363,56 @@ fn body(seq: u64, size: usize) -> Vec<u8> {
     body
 }
 
-/// Publishes the messages with confirms, keeping at most 1,000 unconfirmed.
+/// Publishes the fan-out messages on a connection of its own.
 async fn publish(args: &FanoutArgs) -> anyhow::Result<()> {
     let connection = Connection::connect(&args.amqp, ConnectionProperties::default())
         .await
         .context("connect to RabbitMQ")?;
     let channel = connection.create_channel().await?;
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let messages = Messages {
+        exchange: &args.exchange,
+        routing_key: &args.routing_key,
+        count: args.messages,
+        size: args.size,
+        interval,
+    };
+    publish_confirmed(&channel, &messages).await?;
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// The messages to publish: `count` numbered messages of `size` bytes, one
+/// every `interval` or as fast as confirms allow.
+struct Messages<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+    count: u64,
+    size: usize,
+    interval: Option<Duration>,
+}
+
+/// Publishes with confirms, keeping at most 1,000 unconfirmed.
+async fn publish_confirmed(
+    channel: &lapin::Channel,
+    messages: &Messages<'_>,
+) -> anyhow::Result<()> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let started = Instant::now();
     let mut pending = std::collections::VecDeque::new();
-    for seq in 0..args.messages {
-        if let Some(interval) = interval {
+    for seq in 0..messages.count {
+        if let Some(interval) = messages.interval {
             let due = started + interval.mul_f64(seq as f64);
             tokio::time::sleep_until(due.into()).await;
         }
         let confirm = channel
             .basic_publish(
-                args.exchange.as_str().into(),
-                args.routing_key.as_str().into(),
+                messages.exchange.into(),
+                messages.routing_key.into(),
                 BasicPublishOptions::default(),
-                &body(seq, args.size),
+                &body(seq, messages.size),
                 BasicProperties::default(),
             )
             .await?;
@@ -411,7 +426,6 @@ async fn publish(args: &FanoutArgs) -> anyhow::Result<()> {
     for confirm in pending {
         confirm.await?;
     }
-    connection.close(200, "done".into()).await?;
     Ok(())
 }
 
@@ -452,9 +466,6 @@ async fn amqp(args: AmqpArgs) -> anyhow::Result<()> {
     publisher
         .queue_declare(queue.as_str().into(), declare, FieldTable::default())
         .await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
     consumer_channel.basic_qos(256, Default::default()).await?;
     let mut consumer = consumer_channel
         .basic_consume(
@@ -473,32 +484,26 @@ async fn amqp(args: AmqpArgs) -> anyhow::Result<()> {
                 break;
             };
             let delivery = delivery?;
-            delivery.acker.ack(BasicAckOptions::default()).await?;
             received += 1;
+            // One acknowledgement for every 64 deliveries, as a fast consumer
+            // would send them.
+            if received % 64 == 0 || received == total {
+                delivery
+                    .acker
+                    .ack(BasicAckOptions { multiple: true })
+                    .await?;
+            }
         }
         Ok::<u64, lapin::Error>(received)
     });
-    let mut pending = std::collections::VecDeque::new();
-    for seq in 0..total {
-        let confirm = publisher
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &body(seq, args.size),
-                BasicProperties::default(),
-            )
-            .await?;
-        pending.push_back(confirm);
-        if pending.len() >= 1000
-            && let Some(confirm) = pending.pop_front()
-        {
-            confirm.await?;
-        }
-    }
-    for confirm in pending {
-        confirm.await?;
-    }
+    let messages = Messages {
+        exchange: "",
+        routing_key: &queue,
+        count: total,
+        size: args.size,
+        interval: None,
+    };
+    publish_confirmed(&publisher, &messages).await?;
     let received = consume.await??;
     let elapsed = started.elapsed();
     println!(
