@@ -141,7 +141,7 @@ async fn subscribe(url: &str, destination: &str) -> anyhow::Result<Socket> {
         HeaderValue::from_static("v12.stomp"),
     );
     let config = WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        .read_buffer_size(4 * 1024)
         .write_buffer_size(0);
     let (mut socket, _) =
         tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
