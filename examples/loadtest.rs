@@ -179,6 +179,9 @@ async fn open_all(target: &Target, count: usize) -> anyhow::Result<(Vec<Socket>,
     Ok((sockets, elapsed))
 }
 
+/// Interval of the EOLs a subscriber sends while it reads.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// What one subscriber saw.
 #[derive(Debug, Default)]
 struct Seen {
@@ -297,11 +300,21 @@ async fn read(
     barrier.wait().await;
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // A subscriber that only reads looks idle to a server that times out
+    // silent clients (Web-STOMP closes them after 60 s), so it sends an EOL,
+    // which STOMP allows between frames, every few seconds.
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.reset();
     while seen.received < total {
         let message = tokio::select! {
             biased;
-            message = socket.next() => message,
             () = &mut stopped => break,
+            _ = keepalive.tick() => {
+                socket.send(Message::text("\n")).await?;
+                continue;
+            }
+            message = socket.next() => message,
         };
         let text = match message {
             Some(Ok(Message::Text(text))) => text,
