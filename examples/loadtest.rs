@@ -301,8 +301,8 @@ async fn read(
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
     // A subscriber that only reads looks idle to a server that times out
-    // silent clients (Web-STOMP closes them after 60 s), so it sends an EOL,
-    // which STOMP allows between frames, every few seconds.
+    // silent clients (Web-STOMP closed them after 60 s here, its WebSocket
+    // idle timeout), so it sends an EOL, which STOMP allows between frames.
     let mut keepalive = tokio::time::interval(KEEPALIVE);
     keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     keepalive.reset();
