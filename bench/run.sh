@@ -5,20 +5,24 @@
 #
 # Needs: RabbitMQ on 127.0.0.1:5672 (guest/guest) with the Web-STOMP plugin
 # on 127.0.0.1:15674 (rabbitmq-plugins enable rabbitmq_web_stomp), started
-# with an open-file limit above the largest connection count, and the release
-# build: cargo build --release --examples --bin stompbridge.
+# with an open-file limit above the largest connection count, the same limit
+# in the shell that runs this script, and the release build:
+# cargo build --release --examples --bin stompbridge.
 #
 # Settings (environment):
 # - RUNS: runs of the whole table (default 3).
 # - SUBSCRIBERS: subscriber counts of the full-speed fan-out (default
 #   "1 100 1000"). Empty skips those runs.
 # - DELIVERIES: deliveries each full-speed run aims at (default 2000000). A
-#   run publishes DELIVERIES / subscribers messages, at most MESSAGES
-#   (default 100000).
+#   run publishes DELIVERIES / subscribers messages, at most MESSAGES.
+# - MESSAGES: the most messages a full-speed run publishes, and the messages
+#   of the raw AMQP run (default 100000).
 # - IDLE: idle connections (default 10000).
+# The latency case is fixed: 1,000 subscribers, 300 messages at 10/s.
 #
-# A case that fails (a server closing connections, say) prints a line with
-# an "error" field and the run goes on.
+# The load tool's progress lines go to standard error. A case that fails (a
+# server closing connections, say) prints a line with an "error" field and
+# the run goes on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/daemon.sh
@@ -78,6 +82,7 @@ measure() {
   local server=$1 run=$2 out status=0
   shift 2
   out=$("$tool" "$@" 2>"$work/tool.err") || status=$?
+  cat "$work/tool.err" >&2
   if [ "$status" -eq 0 ]; then
     echo "$out" | sed "s/^{/{\"server\":\"$server\",\"run\":$run,/"
   else

@@ -468,9 +468,12 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
 }
 
 async fn amqp(args: AmqpArgs) -> anyhow::Result<()> {
+    // Publisher and consumer on connections of their own, as in the fan-out
+    // runs, where the tool publishes and the server consumes.
     let connection = Connection::connect(&args.amqp, ConnectionProperties::default()).await?;
+    let consuming = Connection::connect(&args.amqp, ConnectionProperties::default()).await?;
     let publisher = connection.create_channel().await?;
-    let consumer_channel = connection.create_channel().await?;
+    let consumer_channel = consuming.create_channel().await?;
     let queue = format!("loadtest-{:08x}", rand::random::<u32>());
     let declare = QueueDeclareOptions {
         auto_delete: true,
@@ -525,6 +528,7 @@ async fn amqp(args: AmqpArgs) -> anyhow::Result<()> {
         received as f64 / elapsed.as_secs_f64()
     );
     connection.close(200, "done".into()).await?;
+    consuming.close(200, "done".into()).await?;
     Ok(())
 }
 
