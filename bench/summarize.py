@@ -65,7 +65,7 @@ def main(path):
         return found
 
     runs = max((len(v) for c in results.values() for v in c.values()), default=0)
-    print(f"Medians over {runs} runs, (min–max) beside them.\n")
+    print(f"Medians over {runs} run{'s' if runs != 1 else ''}, (min–max) beside them.\n")
 
     amqp = [k for k in results if k[0] == "amqp"]
     for key in amqp:
@@ -86,7 +86,9 @@ def main(path):
     print()
 
     for key in sorted(k for k in results if k[0] == "latency"):
-        print(f"Latency, {key[1]:,} subscribers at a fixed rate:\n")
+        sample = results[key]["stompbridge"] or results[key]["web-stomp"]
+        rate = sample[0]["rate"] if sample else "?"
+        print(f"Latency, {key[1]:,} subscribers, {rate} messages/s:\n")
         print("| | stompbridge | Web-STOMP |")
         print("| --- | ---: | ---: |")
         for p in ("p50", "p90", "p99", "max"):
@@ -110,10 +112,51 @@ def main(path):
         print(f"| connections accepted/s | {spread(ours)} | {spread(theirs)} | {ratio(ours, theirs)} |")
         print()
 
+    print_goals(path)
+
     if errors:
         print("Failed cases:\n")
         for line in errors:
             print(f"- {line['server']}, run {line['run']}, {line['mode']} {line['arguments']}: {line['error']}")
+
+
+def print_goals(path):
+    """Prints the goal figures of each run, so every ratio compares one run."""
+    by_run = defaultdict(dict)
+    with open(path, encoding="utf-8") as lines:
+        for text in lines:
+            text = text.strip()
+            if not text.startswith("{"):
+                continue
+            line = json.loads(text)
+            if "error" not in line:
+                by_run[line["run"]][(line["server"],) + case(line)] = line
+
+    def get(run, key, field, sub=None):
+        line = by_run[run].get(key)
+        if line is None:
+            return None
+        return line[field][sub] if sub else line[field]
+
+    print("| run | 1 sub vs raw AMQP | 1,000 subs vs Web-STOMP | p99 at 1,000 subs, fixed rate | RSS per idle connection | connections/s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for run in sorted(by_run):
+        keys = by_run[run].keys()
+        amqp = next((get(run, k, "messages_per_second") for k in keys if k[0] == "amqp"), None)
+        single = get(run, ("stompbridge", "throughput", 1), "delivered_per_second")
+        ours = get(run, ("stompbridge", "throughput", 1000), "delivered_per_second")
+        theirs = get(run, ("web-stomp", "throughput", 1000), "delivered_per_second")
+        p99 = get(run, ("stompbridge", "latency", 1000), "latency_ms", "p99")
+        idle = next((k for k in keys if k[:2] == ("stompbridge", "idle")), None)
+        rss = get(run, idle, "rss_per_connection_bytes") if idle else None
+        rate = get(run, idle, "connections_per_second") if idle else None
+        first = f"{single:,.0f} / {amqp:,.0f} = {single / amqp:.0%}" if single and amqp else "n/a"
+        second = f"{ours:,.0f} / {theirs:,.0f} = {ours / theirs:.1f}×" if ours and theirs else "n/a"
+        third = f"{p99:.2f} ms" if p99 is not None else "n/a"
+        fourth = f"{rss:,} B" if rss is not None else "n/a"
+        fifth = f"{rate:,.0f}" if rate is not None else "n/a"
+        print(f"| {run} | {first} | {second} | {third} | {fourth} | {fifth} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -37,6 +37,21 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 /// Measure a STOMP-over-WebSocket server fed from RabbitMQ.
+///
+/// Each run prints one JSON line on standard output, progress on standard
+/// error.
+///
+/// Fan-out: `seconds` runs from the first publish to the last delivery at
+/// any subscriber. `delivered_per_second` is all subscribers' deliveries
+/// over that time. `publish_per_second` counts publishes until their
+/// confirms. `latency_ms` runs from the publish time in each body to its
+/// arrival. `missing` counts messages not arrived when `--drain-secs` ran
+/// out. CPU seconds cover the same window; the server's needs
+/// `--server-pid`.
+///
+/// Idle: the connect rate counts connections through the subscription
+/// RECEIPT. The server's RSS is read before connecting and after
+/// `--hold-secs`.
 #[derive(Debug, Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -113,10 +128,13 @@ struct IdleArgs {
 
 #[derive(Debug, Args)]
 struct AmqpArgs {
+    /// AMQP URL of the broker.
     #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
     amqp: String,
+    /// Messages published and consumed, through a temporary queue.
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
+    /// Size of each message body, in bytes.
     #[arg(long, default_value_t = 200)]
     size: usize,
 }
