@@ -25,8 +25,10 @@ admin:
   listen: 127.0.0.1:0
 rabbitmq:
   url: amqp://guest:guest@127.0.0.1:5672/%2f
-  exchange: $prefix.events
-  app_exchange: $prefix.app
+  # Shared names, so runs do not leave an exchange each behind (rabbitmqctl
+  # cannot delete exchanges); the queue and routing key stay per run.
+  exchange: smoke.events
+  app_exchange: smoke.app
 queues:
   - name: ${prefix}_fanout
     routing_key: $prefix.fanout
@@ -37,7 +39,7 @@ YAML
 start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 
 target=(--url "ws://$public/ws-raw" --destination "/topic/queues/${prefix}_fanout" --server-pid "$daemon")
-fanout=$("$tool" fanout "${target[@]}" --exchange "$prefix.events" --routing-key "$prefix.fanout" \
+fanout=$("$tool" fanout "${target[@]}" --exchange smoke.events --routing-key "$prefix.fanout" \
   --subscribers 20 --messages 2000 --drain-secs 20)
 echo "$fanout"
 idle=$("$tool" idle "${target[@]}" --connections 200 --hold-secs 1)
