@@ -42,30 +42,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$work/config.yaml" <<YAML
-server:
-  listen: 127.0.0.1:0
-admin:
-  listen: 127.0.0.1:0
-rabbitmq:
-  url: amqp://guest:guest@127.0.0.1:5672/%2f
-  exchange: bench.events
-  app_exchange: bench.app
-limits:
+# The default of 4,096 queued frames closes a session that falls further
+# behind. At full speed the load tool, on the same two cores, can fall that
+# far behind for a moment, so the benchmark allows more.
+write_config "$work/config.yaml" bench bench_fanout bench.fanout "\
   max_sessions: 100000
-  # The default of 4,096 queued frames closes a session that falls further
-  # behind. At full speed the load tool, on the same two cores, can fall
-  # that far behind for a moment, so the benchmark allows more.
-  outbox_frames: 32768
-log:
-  # Quiet, but for the startup line that names the listening addresses.
-  level: warn,stompbridge::server=info
-queues:
-  - name: bench_fanout
-    routing_key: bench.fanout
-    durable: false
-    handler: generic
-YAML
+  outbox_frames: 32768"
 
 start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 broker=$(pgrep -f beam.smp | head -1)
@@ -76,8 +58,9 @@ bridge_feed=(--exchange bench.events --routing-key bench.fanout)
 # The daemon's arguments change when it restarts.
 bridge() { echo --url "ws://$public/ws-raw" --destination /topic/queues/bench_fanout --server-pid "$daemon"; }
 
-# measure SERVER RUN TOOL-ARGUMENTS...: one JSON line, tagged; a failure is
-# reported on that line and does not stop the script.
+# measure SERVER RUN TOOL-ARGUMENTS...: runs the tool and prints its JSON
+# line, tagged. A failure is reported on that line and does not stop the
+# script.
 measure() {
   local server=$1 run=$2 out status=0
   shift 2

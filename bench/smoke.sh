@@ -18,23 +18,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$work/config.yaml" <<YAML
-server:
-  listen: 127.0.0.1:0
-admin:
-  listen: 127.0.0.1:0
-rabbitmq:
-  url: amqp://guest:guest@127.0.0.1:5672/%2f
-  # Shared names, so runs do not leave an exchange each behind (rabbitmqctl
-  # cannot delete exchanges); the queue and routing key stay per run.
-  exchange: smoke.events
-  app_exchange: smoke.app
-queues:
-  - name: ${prefix}_fanout
-    routing_key: $prefix.fanout
-    durable: false
-    handler: generic
-YAML
+# Shared exchange names, because rabbitmqctl cannot delete exchanges and each
+# run would leave its own behind. Queue and routing key stay per run.
+write_config "$work/config.yaml" smoke "${prefix}_fanout" "$prefix.fanout"
 
 start_daemon "$bin" "$work/config.yaml" "$work/daemon.log"
 

@@ -42,18 +42,20 @@ def ratio(ours, theirs, higher_is_better=True):
     return f"{a / b:.1f}×" if higher_is_better else f"{b / a:.1f}×"
 
 
+def read(path):
+    """Returns the result lines of `path`, parsed."""
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(text) for text in lines if text.strip().startswith("{")]
+
+
 def main(path):
+    lines = read(path)
     results = defaultdict(lambda: defaultdict(list))
     errors = []
-    with open(path, encoding="utf-8") as lines:
-        for text in lines:
-            text = text.strip()
-            if not text.startswith("{"):
-                continue
-            line = json.loads(text)
-            if "error" in line:
-                errors.append(line)
-                continue
+    for line in lines:
+        if "error" in line:
+            errors.append(line)
+        else:
             results[case(line)][line["server"]].append(line)
 
     def values(key, server, field, sub=None):
@@ -112,7 +114,7 @@ def main(path):
         print(f"| connections accepted/s | {spread(ours)} | {spread(theirs)} | {ratio(ours, theirs)} |")
         print()
 
-    print_goals(path)
+    print_goals(lines)
 
     if errors:
         print("Failed cases:\n")
@@ -120,17 +122,12 @@ def main(path):
             print(f"- {line['server']}, run {line['run']}, {line['mode']} {line['arguments']}: {line['error']}")
 
 
-def print_goals(path):
+def print_goals(lines):
     """Prints the goal figures of each run, so every ratio compares one run."""
     by_run = defaultdict(dict)
-    with open(path, encoding="utf-8") as lines:
-        for text in lines:
-            text = text.strip()
-            if not text.startswith("{"):
-                continue
-            line = json.loads(text)
-            if "error" not in line:
-                by_run[line["run"]][(line["server"],) + case(line)] = line
+    for line in lines:
+        if "error" not in line:
+            by_run[line["run"]][(line["server"],) + case(line)] = line
 
     def get(run, key, field, sub=None):
         line = by_run[run].get(key)
@@ -150,12 +147,12 @@ def print_goals(path):
         idle = next((k for k in keys if k[:2] == ("stompbridge", "idle")), None)
         rss = get(run, idle, "rss_per_connection_bytes") if idle else None
         rate = get(run, idle, "connections_per_second") if idle else None
-        first = f"{single:,.0f} / {amqp:,.0f} = {single / amqp:.0%}" if single and amqp else "n/a"
-        second = f"{ours:,.0f} / {theirs:,.0f} = {ours / theirs:.1f}×" if ours and theirs else "n/a"
-        third = f"{p99:.2f} ms" if p99 is not None else "n/a"
-        fourth = f"{rss:,} B" if rss is not None else "n/a"
-        fifth = f"{rate:,.0f}" if rate is not None else "n/a"
-        print(f"| {run} | {first} | {second} | {third} | {fourth} | {fifth} |")
+        baseline = f"{single:,.0f} / {amqp:,.0f} = {single / amqp:.0%}" if single and amqp else "n/a"
+        rival = f"{ours:,.0f} / {theirs:,.0f} = {ours / theirs:.1f}×" if ours and theirs else "n/a"
+        latency = f"{p99:.2f} ms" if p99 is not None else "n/a"
+        memory = f"{rss:,} B" if rss is not None else "n/a"
+        connects = f"{rate:,.0f}" if rate is not None else "n/a"
+        print(f"| {run} | {baseline} | {rival} | {latency} | {memory} | {connects} |")
     print()
 
 

@@ -110,7 +110,7 @@ fn spawn_listener(
         // only hold back the last frame of a batch until the client's ACK.
         let listener = listener.tap_io(move |stream| {
             if let Err(error) = stream.set_nodelay(true) {
-                debug!(listener = name, %error, "TCP_NODELAY not set");
+                debug!(listener = name, %error, "setting TCP_NODELAY failed");
             }
         });
         let served = axum::serve(listener, app)

@@ -380,7 +380,7 @@ fn queue_counts(queue: &str) -> (u64, u64) {
 #[tokio::test]
 async fn concurrent_handling_settles_every_delivery_once() {
     // Four deliveries in flight finish out of order, and acks (valid readings)
-    // mix with rejects (invalid ones, no dead-letter exchange): every one must
+    // mix with rejects (invalid ones, with no dead-letter exchange). Each must
     // be settled exactly once, or the broker closes the channel or keeps
     // messages unacknowledged.
     let p = unique_prefix();

@@ -26,6 +26,9 @@ pub enum Settle {
     Reject,
 }
 
+/// Settlements taken from the channel per round of frames.
+const BATCH: usize = 4096;
+
 /// The sending side, one per consume loop.
 pub type Settlements = mpsc::UnboundedSender<(u64, Settle)>;
 
@@ -34,7 +37,7 @@ pub type Settlements = mpsc::UnboundedSender<(u64, Settle)>;
 ///
 /// # Errors
 ///
-/// The channel's error when a frame cannot be sent; later settlements are
+/// The channel's error when a frame cannot be sent. Later settlements are
 /// not sent, so RabbitMQ requeues those deliveries when the channel closes.
 pub async fn run(
     channel: Channel,
@@ -42,7 +45,7 @@ pub async fn run(
 ) -> lapin::Result<()> {
     let mut tags = Tags::default();
     let mut batch = Vec::new();
-    while received.recv_many(&mut batch, 4096).await > 0 {
+    while received.recv_many(&mut batch, BATCH).await > 0 {
         let plan = tags.settle(batch.drain(..));
         for (tag, settle) in plan.single {
             match settle {
@@ -154,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn requeues_go_alone_and_the_run_still_closes() {
+    fn requeue_goes_before_multiple_ack() {
         let mut tags = Tags::default();
         let plan = settle(
             &mut tags,
@@ -171,7 +174,7 @@ mod tests {
         assert_eq!(plan.single, vec![(2, Settle::Ack), (3, Settle::Ack)]);
         assert_eq!(plan.ack_up_to, None);
         // Tag 1 closes the gap. Tags 2 and 3 are acknowledged already, so
-        // the multiple ack names 1: RabbitMQ refuses one naming a settled tag.
+        // the multiple ack names 1: RabbitMQ rejects one naming a settled tag.
         let plan = settle(&mut tags, &[(1, Settle::Ack)]);
         assert_eq!(
             plan,

@@ -79,13 +79,19 @@ pub(crate) struct SockJsLink {
     pub transport: Transport,
 }
 
-/// Serves one STOMP session on `link` until it ends.
+/// Serves one STOMP session on `link` until it ends, then drops `permit`,
+/// the session's place under `limits.max_sessions`.
 ///
 /// Not an `async fn`: the session is set up here and moved into the future,
 /// which then contains it once. An `async fn` would keep a second slot for the
 /// locals moved into the awaited block, about 1 KiB more for every idle
-/// connection.
-pub(crate) fn serve<L: Link>(link: L, bridge: Arc<Bridge>) -> impl Future<Output = ()> + Send {
+/// connection. Callers pass the future on as it is, since wrapping it in an
+/// async block would also keep it twice.
+pub(crate) fn serve<L: Link, P: Send + 'static>(
+    link: L,
+    bridge: Arc<Bridge>,
+    permit: P,
+) -> impl Future<Output = ()> + Send {
     // Counts as a task of the bridge, so shutdown waits for this session.
     let task = bridge.tasks.token();
     let settings = bridge.session_settings();
@@ -119,10 +125,9 @@ pub(crate) fn serve<L: Link>(link: L, bridge: Arc<Bridge>) -> impl Future<Output
         let reason = connection.run().await;
         bridge.metrics.disconnected(&reason);
         debug!(reason = reason.label(), "session closed");
-        // Boxed: only a closing session needs the state of the close.
-        Box::pin(connection.close(&reason)).await;
+        connection.close(&reason).await;
         open.dec();
-        drop(task);
+        drop((task, permit));
     }
     .instrument(span)
 }
@@ -144,20 +149,21 @@ impl<L: Link> Connection<L> {
     async fn run(&mut self) -> Disconnect {
         let write_timeout = self.session.settings().write_timeout;
         let mut batch: Vec<Delivery> = Vec::new();
-        // Made once and reused, so a wake-up for a message registers no timer
-        // and no waiter: at a thousand sessions per message that shows.
+        // Made once and reused, so a wake-up for a message registers no new
+        // timer or waiter, a cost paid by every session a message reaches.
         let close = self.inbox.close.clone();
         let closed = close.closed();
         let shutdown = self.bridge.sessions_closing.clone().cancelled_owned();
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(closed, shutdown, timer);
-        // The session deadline the timer is set to; `None` when it must be set.
+        // The session deadline the timer is set to, or `None` when the timer
+        // must be set again.
         let mut armed: Option<Option<Instant>> = None;
-        // Set when the session ends; frames produced before the end (a
-        // RECEIPT for DISCONNECT) are still written.
+        // The reason the session ends, once known. Frames produced before the
+        // end (a RECEIPT for DISCONNECT) are still written.
         let mut ending: Option<Disconnect> = None;
         loop {
-            // The only write of the loop, so its state is held once.
+            // The only write of the loop, so the future stores its state once.
             if !self.frames.is_empty() {
                 let written = self.link.send(&mut self.frames, write_timeout).await;
                 match (ending.take(), written) {
@@ -297,8 +303,8 @@ impl Link for WsLink {
             socket.flush().await
         };
         let mut write = std::pin::pin!(write);
-        // Most writes finish at once; only one that waits for the client
-        // needs the timer.
+        // Most writes finish at once, so only a write that waits for the
+        // client needs the timer.
         let written = match futures_util::poll!(write.as_mut()) {
             Poll::Ready(result) => Ok(result),
             Poll::Pending => tokio::time::timeout(timeout, write).await,

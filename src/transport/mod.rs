@@ -24,8 +24,8 @@ use tracing::debug;
 
 use crate::{bridge::Bridge, config::Config, metrics::Limit};
 
-/// Capacity of a connection's WebSocket read buffer, in bytes, and the most
-/// read per system call. Small, because every idle connection has one: a STOMP
+/// Capacity of a connection's WebSocket read buffer, in bytes, and the
+/// maximum read per system call. Small, because every idle connection has one: a STOMP
 /// CONNECT or SUBSCRIBE fits, and a larger SEND is read in several calls into
 /// a buffer grown to its size.
 const READ_BUFFER_BYTES: usize = 1024;

@@ -9,7 +9,7 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures_util::{FutureExt, future::BoxFuture};
+use futures_util::future::BoxFuture;
 
 use super::{
     Endpoints,
@@ -39,16 +39,15 @@ impl Service for StompService {
         ticket: Ticket,
     ) -> BoxFuture<'static, ()> {
         let bridge = self.endpoints.bridge.clone();
-        // `map` rather than an async block, which would hold the session's
-        // future twice.
-        Box::pin(
-            connection::serve(SockJsLink { session, transport }, bridge)
-                .map(move |()| drop(ticket)),
-        )
+        Box::pin(connection::serve(
+            SockJsLink { session, transport },
+            bridge,
+            ticket,
+        ))
     }
 
     fn serve_raw(&self, socket: WebSocket, ticket: Ticket) -> BoxFuture<'static, ()> {
         let bridge = self.endpoints.bridge.clone();
-        Box::pin(connection::serve(WsLink { socket }, bridge).map(move |()| drop(ticket)))
+        Box::pin(connection::serve(WsLink { socket }, bridge, ticket))
     }
 }

@@ -13,7 +13,6 @@ use axum::{
     http::HeaderMap,
     response::{IntoResponse, Response},
 };
-use futures_util::FutureExt;
 
 use super::{
     Endpoints,
@@ -37,10 +36,8 @@ pub(crate) async fn endpoint(
     offer_subprotocols(endpoints.configure(upgrade)).on_upgrade(move |socket| {
         // The session runs in a task of its own, so axum's upgrade task, which
         // is about twice the size of the session's, ends here instead of
-        // staying with every idle connection. `map` rather than an async
-        // block, which would hold the session's future twice.
-        let serving = connection::serve(WsLink { socket }, bridge);
-        tokio::spawn(serving.map(move |()| drop(permit)));
+        // staying with every idle connection.
+        tokio::spawn(connection::serve(WsLink { socket }, bridge, permit));
         std::future::ready(())
     })
 }
